@@ -1,0 +1,224 @@
+"""``load_records``: read medrega JSONL and import LLaVA, InternVL/MedRegA, Mantis/Med-MIM and Med-MAT files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from medrega.data.records import Record, RecordError, Turn, detect_lang
+from medrega.grounding import IMAGE_TOKEN, Grounding
+
+__all__ = ["load_records", "RecordList", "FORMATS", "detect_format", "iter_raw"]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("medrega", "llava", "internvl", "mantis", "medmat")
+MED_MIM_ABILITIES = ("Temporal", "Reasoning", "Comparison", "Coreference")
+_ROLE_FROM = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+class RecordList(list):
+    """A ``list[Record]`` that also keeps what was skipped: ``skipped`` holds the :class:`RecordError` s."""
+
+    def __init__(self, records=(), skipped=()):
+        super().__init__(records)
+        self.skipped: list[RecordError] = list(skipped)
+
+    def report(self) -> str:
+        """One line per skip reason with its count, e.g. ``"2 skipped: 2 x images[0]: image not found"``."""
+        if not self.skipped:
+            return f"{len(self)} record(s) loaded, none skipped"
+        reasons = Counter(f"{e.field}: {e.reason.split(':')[0]}" for e in self.skipped)
+        lines = [f"{len(self)} record(s) loaded, {len(self.skipped)} skipped:"]
+        lines += [f"  {n} x {reason}" for reason, n in reasons.most_common()]
+        return "\n".join(lines)
+
+
+def iter_raw(path: Path) -> Iterator[tuple[int, dict | Exception]]:
+    """Yield ``(line_or_index, object)`` from a JSONL file or a JSON array (1-based numbers);
+    a line that is not valid JSON yields the exception instead of stopping the file."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            yield err.lineno, err
+            return
+        for i, obj in enumerate(data, 1):
+            yield i, obj
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            yield number, err
+
+
+def detect_format(obj: dict) -> str:
+    """Guess the format of one raw record by its keys."""
+    if "Question-choice" in obj or "Answer-choice" in obj:
+        return "medmat"
+    if "conversations" in obj:
+        return "internvl" if "width" in obj or "height" in obj else "llava"
+    if "conversation" in obj:
+        return "medrega" if "lang" in obj or "box_scale" in obj or "task" in obj else "mantis"
+    raise ValueError(f"unknown record format (keys: {sorted(obj)})")
+
+
+def _resolve(base: Path, image_root: Path | None, rel: str) -> str:
+    """Absolute image path. Under ``image_root``, a path whose leading folders do not exist there
+    is tried with them removed (``demo_data/images/a.jpg`` -> ``images/a.jpg`` -> ``a.jpg``), since
+    released files often name the folder they were packed from."""
+    path = Path(rel)
+    if path.is_absolute():
+        return str(path)
+    root = image_root or base
+    parts = [p for p in path.parts if p not in (".", "")]
+    if image_root is not None:
+        for start in range(len(parts)):
+            candidate = root.joinpath(*parts[start:])
+            if candidate.exists():
+                return str(candidate)
+    return str(root.joinpath(*parts))
+
+
+def _turns(items: list, role_key: str, content_key: str, field: str) -> list[Turn]:
+    if not isinstance(items, list):
+        raise KeyError(field)
+    turns = []
+    for i, item in enumerate(items):
+        role = _ROLE_FROM.get(item.get(role_key), item.get(role_key))
+        if content_key not in item:
+            raise KeyError(f"{field}[{i}].{content_key}")
+        turns.append(Turn(str(role), item[content_key]))
+    return turns
+
+
+def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale: int | None, path: Path) -> Record:
+    if fmt == "medmat":
+        question = obj["Question-choice"]
+        content = question if IMAGE_TOKEN in question else f"{IMAGE_TOKEN}\n{question}"
+        return Record(
+            id=str(obj.get("id", "")),
+            images=[_resolve(base, image_root, obj["image"])],
+            conversation=[Turn("user", content), Turn("assistant", str(obj["Answer-choice"]).strip())],
+            lang=detect_lang(question),
+            task="classification",
+            meta={k: obj[k] for k in ("caption", "Question", "Answer", "data-no") if k in obj},
+        )
+    if fmt in ("llava", "internvl"):
+        images = obj.get("image", [])
+        images = [images] if isinstance(images, str) else list(images)
+        sizes = None
+        if "width" in obj and "height" in obj:
+            sizes = [(int(obj["width"]), int(obj["height"]))] * max(1, len(images))
+        conversation = _turns(obj["conversations"], "from", "value", "conversations")
+        return Record(
+            id=str(obj.get("id", "")),
+            images=[_resolve(base, image_root, p) for p in images],
+            conversation=conversation,
+            image_sizes=sizes if images else None,
+            box_scale=box_scale or 999,
+            lang=detect_lang(" ".join(t.content for t in conversation)),
+            task=obj.get("task"),
+        )
+    # medrega and mantis share the images + conversation(role/content) layout
+    conversation = _turns(obj["conversation"], "role", "content", "conversation")
+    sizes = obj.get("image_sizes")
+    source = obj.get("source")
+    task = obj.get("task")
+    meta = dict(obj.get("meta", {}))
+    if fmt == "mantis":
+        ability = next((a for a in MED_MIM_ABILITIES if a.lower() in path.name.lower()), None)
+        split = "held_out" if "held_out" in path.name.lower() else "held_in" if "held_in" in path.name.lower() else None
+        meta.update({k: v for k, v in (("ability", ability), ("split", split)) if v})
+        task = task or "multi_image"
+    return Record(
+        id=str(obj.get("id", "")),
+        images=[_resolve(base, image_root, p) for p in obj.get("images", [])],
+        conversation=conversation,
+        groundings=[Grounding.from_dict(g) for g in obj.get("groundings", [])],
+        image_sizes=[tuple(s) for s in sizes] if sizes else None,
+        box_scale=int(obj.get("box_scale", box_scale or 1000)),
+        lang=obj.get("lang") or detect_lang(" ".join(t.content for t in conversation)),
+        task=task,
+        modality=obj.get("modality"),
+        area=obj.get("area"),
+        mat_task=obj.get("mat_task"),
+        source=source,
+        meta=meta,
+    )
+
+
+def load_records(
+    path: str | Path,
+    format: str = "auto",
+    *,
+    image_root: str | Path | None = None,
+    box_scale: int | None = None,
+    check_images: bool = True,
+    on_error: str = "raise",
+) -> RecordList:
+    """Read records from a JSONL file (or a JSON array) in any supported format.
+
+    Args:
+        path: the file.
+        format: ``"auto"`` (by each record's keys) or one of ``medrega``, ``llava``, ``internvl``,
+            ``mantis`` (Med-MIM), ``medmat``.
+        image_root: directory image paths are relative to (default: the file's directory).
+        box_scale: coordinate range of text boxes; default 999 for LLaVA/InternVL (MedRegA's data),
+            1000 for medrega files.
+        check_images: require every image file to exist.
+        on_error: ``"raise"`` stops at the first bad record with a :class:`RecordError` naming the
+            file, line and field; ``"skip"`` skips it, counts it in ``RecordList.skipped`` and logs
+            a summary.
+
+    Returns:
+        A :class:`RecordList` (a list of :class:`Record` with ``.skipped`` and ``.report()``).
+    """
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such record file: {path}")
+    base = path.resolve().parent
+    root = Path(image_root).resolve() if image_root is not None else None
+    out = RecordList()
+    file_format = None
+    for line, obj in iter_raw(path):
+        try:
+            if isinstance(obj, Exception):
+                raise RecordError(str(path), line, "<json>", f"not valid JSON: {obj}")
+            if not isinstance(obj, dict):
+                raise RecordError(str(path), line, "<json>", f"expected a JSON object, got {type(obj).__name__}")
+            try:
+                fmt = format
+                if format == "auto":  # a record too broken to recognise is read as the file's format
+                    try:
+                        fmt = file_format = detect_format(obj)
+                    except ValueError:
+                        if file_format is None:
+                            raise
+                        fmt = file_format
+                record = _convert(obj, fmt, base, root, box_scale, path)
+            except KeyError as err:
+                raise RecordError(str(path), line, str(err.args[0]), "missing") from None
+            except (TypeError, ValueError, AttributeError) as err:
+                raise RecordError(str(path), line, "<record>", str(err)) from None
+            record.location = f"{path}:{line}"
+            out.append(record.validate(str(path), line, check_images=check_images))
+        except RecordError as err:
+            if on_error == "raise":
+                raise
+            out.skipped.append(err)
+    if out.skipped:
+        logger.warning("%s: %s", path, out.report())
+    return out

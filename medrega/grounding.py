@@ -1,0 +1,360 @@
+"""The region language: groundings written into text and read back.
+
+A :class:`Grounding` ties a phrase to one or more boxes of one image, in pixels of
+the original image (see :mod:`medrega.boxes`). Two codecs turn groundings into text:
+
+* :class:`LocTokenCodec` (native): each coordinate is one tokenizer token,
+  ``<ref>left lung</ref><box><loc_12><loc_40><loc_300><loc_511></box>``, bins ``0..bins-1``
+  (``quantize``/``dequantize`` of :mod:`medrega.boxes`).
+* :class:`TextBoxCodec`: InternVL / MedRegA text, ``<ref>left lung</ref><box>[[12, 40, 300, 511]]</box>``,
+  integers on ``0..scale`` (``round(v * scale)``, read back as ``value / scale``). It also reads the
+  tag-stripped form ``胰腺癌[[690, 472, 735, 511]]：...`` that models emit once tags are decoded away.
+
+Several boxes of one phrase sit inside one ``<box>``. **Multi-image samples**: when
+``image_size`` is a list of two or more sizes, every ``<box>`` starts with an image tag
+``<img_k>`` (1-based: ``<img_2>`` is the second image), and the grounding's ``image_index``
+is ``k - 1``. With a single image no tag is written, and a box without a tag belongs to
+the first image.
+
+``parse`` never raises on model output unless ``strict=True``: malformed groundings are
+skipped and described in ``ParseResult.problems``.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from medrega import boxes as B
+
+__all__ = [
+    "Grounding",
+    "ParseResult",
+    "GroundingParseError",
+    "AddedTokens",
+    "RegionCodec",
+    "LocTokenCodec",
+    "TextBoxCodec",
+    "REF_START",
+    "REF_END",
+    "BOX_START",
+    "BOX_END",
+    "IMAGE_TOKEN",
+]
+
+REF_START, REF_END, BOX_START, BOX_END = "<ref>", "</ref>", "<box>", "</box>"
+IMAGE_TOKEN = "<image>"
+_IMG_TAG = re.compile(r"\s*<img_(\d+)>\s*")
+
+ImageSize = tuple[int, int]
+
+
+@dataclass
+class Grounding:
+    """A phrase tied to boxes of one image.
+
+    Args:
+        phrase: the text the boxes belong to (English or Chinese).
+        boxes: ``(x1, y1, x2, y2)`` boxes in pixels of the original image.
+        image_index: which image of a multi-image sample (0-based).
+    """
+
+    phrase: str
+    boxes: list[B.Box] = field(default_factory=list)
+    image_index: int = 0
+
+    def __post_init__(self) -> None:
+        self.boxes = [tuple(float(v) for v in box) for box in self.boxes]  # type: ignore[misc]
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict: ``{"phrase", "boxes", "image_index"}``."""
+        return {"phrase": self.phrase, "boxes": [list(b) for b in self.boxes], "image_index": self.image_index}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Grounding:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data["phrase"], [tuple(b) for b in data.get("boxes", [])], int(data.get("image_index", 0)))
+
+
+class ParseResult(list):
+    """The groundings found in a text (a ``list[Grounding]``) plus ``problems``: what was skipped and why."""
+
+    def __init__(self, groundings: Sequence[Grounding] = (), problems: Sequence[str] = ()):
+        super().__init__(groundings)
+        self.problems: list[str] = list(problems)
+
+
+class GroundingParseError(ValueError):
+    """Raised by ``parse(..., strict=True)`` on malformed region markup."""
+
+
+@dataclass(frozen=True)
+class AddedTokens:
+    """What :meth:`RegionCodec.add_to_tokenizer` added: the new tokens and their ids."""
+
+    tokens: list[str]
+    ids: list[int]
+    num_added: int
+
+
+def _sizes(image_size: ImageSize | Sequence[ImageSize]) -> list[ImageSize]:
+    if len(image_size) == 2 and all(isinstance(v, (int, float)) for v in image_size):
+        return [(image_size[0], image_size[1])]  # type: ignore[list-item]
+    sizes = [tuple(s) for s in image_size]  # type: ignore[union-attr]
+    if not sizes or any(len(s) != 2 for s in sizes):
+        raise ValueError(f"image_size must be (width, height) or a list of them, got {image_size!r}")
+    return sizes  # type: ignore[return-value]
+
+
+class RegionCodec(ABC):
+    """Shared machinery of the codecs: tags, multi-image markers, problem reporting."""
+
+    def __init__(self, max_images: int = 16):
+        self.max_images = max_images
+
+    @abstractmethod
+    def _encode_box(self, box: B.Box, size: ImageSize) -> str:
+        """One box of an image of ``size`` as text."""
+
+    @abstractmethod
+    def _decode_body(self, body: str, size: ImageSize) -> tuple[list[B.Box], list[str]]:
+        """Boxes (pixels) and problems found in the body of one ``<box>`` (image tag removed)."""
+
+    def _bare_boxes(self, text: str) -> list[tuple[int, int, str]]:
+        """Spans ``(start, end, body)`` of boxes written without tags; none by default."""
+        return []
+
+    # -- public API -----------------------------------------------------------------------
+    def format_box(self, boxes: Sequence[B.Box], image_size: ImageSize | Sequence[ImageSize], image_index: int = 0) -> str:
+        """``<box>...</box>`` for boxes of one image (used for boxes inside prompts)."""
+        sizes = _sizes(image_size)
+        if not 0 <= image_index < len(sizes):
+            raise ValueError(f"image_index {image_index} but the sample has {len(sizes)} image(s)")
+        if not boxes:
+            raise ValueError("a <box> needs at least one box")
+        size = sizes[image_index]
+        tag = f"<img_{image_index + 1}>" if len(sizes) > 1 else ""
+        for box in boxes:
+            B.validate_box(box, size)
+        return BOX_START + tag + self._join(self._encode_box(tuple(box), size) for box in boxes) + BOX_END
+
+    def _join(self, parts) -> str:
+        return "".join(parts)
+
+    def format(self, groundings: Sequence[Grounding], image_size: ImageSize | Sequence[ImageSize], sep: str = ", ") -> str:
+        """Write groundings as ``<ref>phrase</ref><box>...</box>`` joined by ``sep``.
+
+        Args:
+            groundings: boxes in original-image pixels.
+            image_size: ``(width, height)``, or a list of sizes for a multi-image sample.
+            sep: text placed between groundings.
+        """
+        return sep.join(
+            f"{REF_START}{g.phrase}{REF_END}" + self.format_box(g.boxes, image_size, g.image_index) for g in groundings
+        )
+
+    def parse(self, text: str, image_size: ImageSize | Sequence[ImageSize], strict: bool = False) -> ParseResult:
+        """Read every grounding in ``text``; boxes come back in original-image pixels.
+
+        A ``<box>`` takes the phrase of the ``<ref>`` right before it; a ``<box>`` with no ``<ref>``
+        takes the prose just before it. Malformed boxes are skipped and listed in ``problems``
+        (or raise :class:`GroundingParseError` when ``strict``).
+        """
+        sizes = _sizes(image_size)
+        found: list[Grounding] = []
+        problems: list[str] = []
+        pos = 0
+        last_phrase_end = 0
+        pending_phrase: str | None = None
+        while True:
+            ref = text.find(REF_START, pos)
+            box = text.find(BOX_START, pos)
+            if ref < 0 and box < 0:
+                break
+            if ref >= 0 and (box < 0 or ref < box):
+                end = text.find(REF_END, ref + len(REF_START))
+                nxt = text.find(REF_START, ref + len(REF_START))
+                if end < 0 or (0 <= nxt < end):
+                    problems.append(f"unclosed {REF_START} at character {ref}")
+                    pos = ref + len(REF_START)
+                    continue
+                pending_phrase = text[ref + len(REF_START) : end].strip()
+                pos = last_phrase_end = end + len(REF_END)
+                continue
+            end = text.find(BOX_END, box + len(BOX_START))
+            nxt = text.find(BOX_START, box + len(BOX_START))
+            if end < 0 or (0 <= nxt < end):
+                problems.append(f"unclosed {BOX_START} at character {box}")
+                pos = box + len(BOX_START)
+                pending_phrase = None
+                continue
+            phrase = pending_phrase if pending_phrase is not None else self._phrase_before(text[last_phrase_end:box])
+            body = text[box + len(BOX_START) : end]
+            self._add(found, problems, phrase, body, sizes, where=f"<box> at character {box}")
+            pending_phrase = None
+            pos = last_phrase_end = end + len(BOX_END)
+        if not found and REF_START not in text and BOX_START not in text:
+            prev = 0
+            for start, end, body in self._bare_boxes(text):
+                self._add(found, problems, self._phrase_before(text[prev:start]), body, sizes, where=f"box at character {start}")
+                prev = end
+        if strict and problems:
+            raise GroundingParseError("; ".join(problems))
+        return ParseResult(found, problems)
+
+    def strip(self, text: str) -> str:
+        """The prose of ``text`` without region markup: ``<ref>`` tags dropped (phrase kept), boxes removed."""
+        out = re.sub(r"<box>.*?(</box>|$)", "", text, flags=re.S)
+        out = out.replace(REF_START, "").replace(REF_END, "")
+        for start, end, _ in reversed(self._bare_boxes(out)):
+            out = out[:start] + out[end:]
+        return out
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _phrase_before(prose: str) -> str:
+        parts = re.split(r"[,.;:!?\n，。；：！？、]", prose)
+        return parts[-1].strip() if parts else ""
+
+    def _add(self, found, problems, phrase, body, sizes, where) -> None:
+        index = 0
+        tag = _IMG_TAG.match(body)
+        if tag:
+            index = int(tag.group(1)) - 1
+            body = body[tag.end() :]
+            if not 0 <= index < len(sizes):
+                problems.append(f"{where}: image tag <img_{index + 1}> but the sample has {len(sizes)} image(s)")
+                return
+        boxes, box_problems = self._decode_body(body, sizes[index])
+        problems.extend(f"{where}: {p}" for p in box_problems)
+        if boxes:
+            found.append(Grounding(phrase, boxes, index))
+        elif not box_problems:
+            problems.append(f"{where}: no box inside")
+
+    def image_tags(self) -> list[str]:
+        """The multi-image tags ``<img_1> .. <img_{max_images}>``."""
+        return [f"<img_{k}>" for k in range(1, self.max_images + 1)]
+
+    def region_tokens(self) -> list[str]:
+        """Tokens this codec needs in a tokenizer, besides the image placeholder."""
+        return [REF_START, REF_END, BOX_START, BOX_END, *self.image_tags()]
+
+    def add_to_tokenizer(self, tokenizer) -> AddedTokens:
+        """Add the region tokens (kept by ``decode(skip_special_tokens=True)``) and the image
+        placeholder (a special token) to a Hugging Face tokenizer.
+
+        Returns:
+            :class:`AddedTokens` with every region token, its id and how many were new,
+            so that a model can resize and mean-initialise its embeddings.
+        """
+        from tokenizers import AddedToken
+
+        region = self.region_tokens()
+        before = len(tokenizer)
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in region])
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]}, replace_extra_special_tokens=False)
+        tokens = [*region, IMAGE_TOKEN]
+        ids = tokenizer.convert_tokens_to_ids(tokens)
+        for token, token_id in zip(tokens, ids, strict=True):
+            if token_id is None or token_id == tokenizer.unk_token_id:
+                raise RuntimeError(f"tokenizer did not take the token {token!r}")
+        return AddedTokens(tokens=tokens, ids=ids, num_added=len(tokenizer) - before)
+
+    def _check(self, values: list[int], limit: int) -> str | None:
+        if any(v < 0 or v > limit for v in values):
+            return f"coordinate outside 0..{limit}: {values}"
+        if values[0] > values[2] or values[1] > values[3]:
+            return f"reversed corners (need x1 <= x2, y1 <= y2): {values}"
+        return None
+
+
+class LocTokenCodec(RegionCodec):
+    """Native format: one ``<loc_k>`` token per coordinate, ``k`` in ``0..bins-1``.
+
+    Args:
+        bins: quantisation bins per axis.
+        max_images: how many ``<img_k>`` tags a multi-image sample may use.
+    """
+
+    name = "loc"
+
+    def __init__(self, bins: int = 1000, max_images: int = 16):
+        super().__init__(max_images)
+        self.bins = bins
+
+    def loc_token(self, k: int) -> str:
+        return f"<loc_{k}>"
+
+    def region_tokens(self) -> list[str]:
+        return [*super().region_tokens(), *(self.loc_token(k) for k in range(self.bins))]
+
+    def _encode_box(self, box, size) -> str:
+        return "".join(self.loc_token(v) for v in B.pixel_to_bins(box, size, self.bins))
+
+    def _decode_body(self, body, size):
+        problems: list[str] = []
+        values = [int(v) for v in re.findall(r"<loc_(\d+)>", body)]
+        leftover = re.sub(r"<loc_\d+>|\s", "", body)
+        if leftover:
+            problems.append(f"unexpected text inside <box>: {leftover[:40]!r}")
+        if len(values) % 4:
+            problems.append(f"{len(values)} loc tokens is not a multiple of 4; last {len(values) % 4} ignored")
+        out = []
+        for i in range(0, len(values) - 3, 4):
+            group = values[i : i + 4]
+            problem = self._check(group, self.bins - 1)
+            if problem:
+                problems.append(problem)
+                continue
+            out.append(B.bins_to_pixel(group, size, self.bins))
+        return out, problems
+
+
+class TextBoxCodec(RegionCodec):
+    """InternVL / MedRegA text boxes ``[[x1, y1, x2, y2], ...]`` with integers on ``0..scale``.
+
+    Args:
+        scale: the largest coordinate value (InternVL 1000; MedRegA's data and prompts 999).
+        max_images: how many ``<img_k>`` tags a multi-image sample may use.
+    """
+
+    name = "text"
+    _GROUP = re.compile(r"\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
+    _BARE = re.compile(r"\[\[[^\[\]]*\](?:\s*,\s*\[[^\[\]]*\])*\]")
+
+    def __init__(self, scale: int = 1000, max_images: int = 16):
+        super().__init__(max_images)
+        self.scale = scale
+
+    def _encode_box(self, box, size) -> str:
+        values = [min(max(round(v * self.scale), 0), self.scale) for v in B.normalize(box, size)]
+        return "[" + ", ".join(str(v) for v in values) + "]"
+
+    def _join(self, parts) -> str:
+        return "[" + ", ".join(parts) + "]"
+
+    def _decode_body(self, body, size):
+        problems: list[str] = []
+        body = body.strip()
+        groups = list(self._GROUP.finditer(body))
+        leftover = self._GROUP.sub("", body)
+        if re.sub(r"[\s,\[\]]", "", leftover):
+            problems.append(f"unexpected text inside box: {leftover.strip()[:40]!r}")
+        elif leftover.count("[") != leftover.count("]") or (body and not body.startswith("[")):
+            problems.append(f"unbalanced brackets in box: {body[:60]!r}")
+        out = []
+        for m in groups:
+            raw = [float(v) for v in m.groups()]
+            problem = self._check(raw, self.scale)  # type: ignore[arg-type]
+            if problem:
+                problems.append(problem)
+                continue
+            norm = [v / self.scale for v in raw]
+            out.append(B.denormalize(norm, size))
+        return out, problems
+
+    def _bare_boxes(self, text):
+        return [(m.start(), m.end(), m.group(0)) for m in self._BARE.finditer(text)]
