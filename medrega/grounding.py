@@ -204,6 +204,30 @@ class RegionCodec(ABC):
             raise GroundingParseError("; ".join(problems))
         return ParseResult(found, problems)
 
+    def transcode(self, text: str, image_size: ImageSize | Sequence[ImageSize], target: RegionCodec) -> str:
+        """Rewrite every ``<box>`` of ``text`` from this codec into ``target``'s form.
+
+        Boxes that do not decode cleanly (e.g. a prompt describing the format, ``[[x1, y1, x2, y2]]``)
+        are left as written; prose and ``<ref>`` tags are untouched.
+        """
+        sizes = _sizes(image_size)
+
+        def rewrite(match: re.Match) -> str:
+            body = match.group(1)
+            index = 0
+            tag = _IMG_TAG.match(body)
+            if tag:
+                index = int(tag.group(1)) - 1
+                body = body[tag.end() :]
+            if not 0 <= index < len(sizes):
+                return match.group(0)
+            boxes, problems = self._decode_body(body, sizes[index])
+            if problems or not boxes:
+                return match.group(0)
+            return target.format_box(boxes, sizes, index)
+
+        return re.sub(r"<box>(.*?)</box>", rewrite, text, flags=re.S)
+
     def strip(self, text: str) -> str:
         """The prose of ``text`` without region markup: ``<ref>`` tags dropped (phrase kept), boxes removed."""
         out = re.sub(r"<box>.*?(</box>|$)", "", text, flags=re.S)

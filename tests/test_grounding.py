@@ -134,3 +134,12 @@ def test_tokenizer_gets_one_id_per_loc_token(tiny_tokenizer):
     assert codec.parse(decoded, (1000, 1000))[0].phrase == "左肺"
     again = codec.add_to_tokenizer(tiny_tokenizer)
     assert again.num_added == 0 and again.ids == added.ids
+
+
+def test_transcode_text_to_loc_keeps_prose_and_format_descriptions():
+    text = 'Use "<ref>object</ref><box>[[x1, y1, x2, y2]]</box>". <ref>胰腺癌</ref><box>[[661, 528, 743, 599]]</box>：肿块'
+    out = TextBoxCodec(999).transcode(text, (512, 512), LocTokenCodec(1000))
+    assert out.startswith('Use "<ref>object</ref><box>[[x1, y1, x2, y2]]</box>". <ref>胰腺癌</ref><box><loc_')
+    assert out.endswith("</box>：肿块")
+    (g,) = LocTokenCodec(1000).parse(out, (512, 512))
+    assert g.boxes[0] == pytest.approx((661 / 999 * 512, 528 / 999 * 512, 743 / 999 * 512, 599 / 999 * 512), abs=0.26)

@@ -1,0 +1,133 @@
+"""The ``medrega`` command line: ``demo``, ``train``, ``eval``, ``detect``, ``identify``, ``report``, ``ask``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _demo(args) -> int:
+    from medrega.demo import run_demo
+
+    metrics = run_demo(args.out, train_minutes=args.minutes, max_steps=args.steps, seed=args.seed)
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def _train(args) -> int:
+    from medrega.training import load_config, train
+    from medrega.training.config import TrainConfig
+
+    overrides = {name: getattr(args, name) for name in TrainConfig.__dataclass_fields__ if getattr(args, name, None) is not None}
+    config = load_config(args.config, overrides)
+    result = train(config, resume=args.resume)
+    print(f"trained {result.last_step} steps in {result.seconds:.0f} s; model exported to {Path(config.output_dir) / 'model'}")
+    return 0
+
+
+def _eval(args) -> int:
+    from medrega.evaluation import run_benchmark
+
+    table = run_benchmark(args.model, args.data, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit, config=args.config)
+    print(table)
+    return 0
+
+
+def _assistant(args):
+    from medrega.inference import Assistant
+
+    return Assistant.from_pretrained(args.model)
+
+
+def _finish(result, args) -> int:
+    print(result.text if not args.json else json.dumps(result.to_dict(), ensure_ascii=False, indent=1))
+    if getattr(args, "out", None):
+        result.show().save(args.out)
+        print(f"drawing saved to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _detect(args) -> int:
+    return _finish(_assistant(args).detect(args.image, args.phrases, lang=args.lang), args)
+
+
+def _identify(args) -> int:
+    return _finish(_assistant(args).identify(args.image, tuple(args.box), lang=args.lang), args)
+
+
+def _report(args) -> int:
+    return _finish(_assistant(args).report(args.image, grounded=args.grounded, lang=args.lang), args)
+
+
+def _ask(args) -> int:
+    return _finish(_assistant(args).ask(args.images, args.question, lang=args.lang), args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medrega", description="Region-aware, bilingual medical multimodal LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train the tiny model on synthetic phantoms, evaluate grounding, draw it")
+    demo.add_argument("--out", default="demo_out", help="output directory (metrics.json, grounding.png, model/)")
+    demo.add_argument("--minutes", type=float, default=8.0, help="training time budget")
+    demo.add_argument("--steps", type=int, default=None, help="stop after this many steps (overrides the time budget)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_demo)
+
+    from medrega.training.config import add_cli_overrides
+
+    train = sub.add_parser("train", help="fine-tune (same as train/train.py; use the deepspeed launcher for ZeRO)")
+    train.add_argument("--config", help="a YAML config (train/configs/*.yaml)")
+    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    add_cli_overrides(train)
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="run benchmarks: predictions JSONL + metrics table (Markdown and JSON)")
+    ev.add_argument("--model", required=True, help="a model directory")
+    ev.add_argument("--data", nargs="+", required=True, help="benchmark files (medrega, MedRegA, Med-MAT, Med-MIM)")
+    ev.add_argument("--out", required=True, help="output directory")
+    ev.add_argument("--config", help="an eval config (eval/configs/*.yaml)")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--max-new-tokens", type=int, default=256)
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of each file")
+    ev.set_defaults(func=_eval)
+
+    def inference(name: str, help_text: str):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--model", required=True, help="a model directory")
+        p.add_argument("--lang", default="en", choices=("en", "zh"))
+        p.add_argument("--out", help="save the drawing (PNG)")
+        p.add_argument("--json", action="store_true", help="print the full result as JSON")
+        return p
+
+    p = inference("detect", "find regions of phrases in an image (PNG/JPEG/DICOM)")
+    p.add_argument("image")
+    p.add_argument("phrases", nargs="+")
+    p.set_defaults(func=_detect)
+    p = inference("identify", "name the structure inside a box (original-image pixels)")
+    p.add_argument("image")
+    p.add_argument("--box", type=float, nargs=4, required=True, metavar=("X1", "Y1", "X2", "Y2"))
+    p.set_defaults(func=_identify)
+    p = inference("report", "write a report (optionally grounded)")
+    p.add_argument("image")
+    p.add_argument("--grounded", action="store_true")
+    p.set_defaults(func=_report)
+    p = inference("ask", "answer a question about one or several images")
+    p.add_argument("images", nargs="+", help="one or more images, then the question")
+    p.add_argument("question")
+    p.set_defaults(func=_ask)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``medrega`` command."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Named model presets, as data.
+
+* ``tiny``: random weights and a small bilingual byte-level BPE tokenizer trained locally on bundled
+  text (< 5 M parameters, built in seconds). Used by the tests, the notebooks and ``medrega demo``.
+* Real presets name the pretrained parts to assemble with
+  :meth:`~medrega.MedRegAForConditionalGeneration.from_parts` once they are downloaded::
+
+      from medrega import presets
+      model, processor = presets.build_from_parts("siglip-qwen2.5-7b", vision="/models/siglip-so400m-patch14-384",
+                                                  language_model="/models/Qwen2.5-7B-Instruct")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import torch
+
+__all__ = ["PRESETS", "REAL_PRESETS", "RealPreset", "build", "build_from_parts", "tiny_tokenizer"]
+
+
+@dataclass(frozen=True)
+class RealPreset:
+    """A combination of pretrained parts (names as on the Hugging Face hub) with its approximate size."""
+
+    vision: str
+    language_model: str
+    projector: dict
+    parameters: str
+    note: str
+
+
+REAL_PRESETS: dict[str, RealPreset] = {
+    "siglip-qwen2.5-7b": RealPreset(
+        vision="google/siglip-so400m-patch14-384",
+        language_model="Qwen/Qwen2.5-7B-Instruct",
+        projector={"depth": 2, "layer_norm": True},
+        parameters="~8.1 B (0.4 B vision + 7.6 B language)",
+        note="729 tokens per image (27x27 patches; an odd grid, so no pixel shuffle)",
+    ),
+    "internvit-llama3-8b": RealPreset(
+        vision="OpenGVLab/InternViT-300M-448px",
+        language_model="meta-llama/Meta-Llama-3-8B-Instruct",
+        projector={"depth": 2, "layer_norm": True, "pixel_shuffle": 0.5},
+        parameters="~8.3 B (0.3 B vision + 8.0 B language); MedRegA's published scale",
+        note="1024 patches per 448-px tile, 256 tokens after the 0.5 pixel shuffle; use max_tiles for dynamic resolution",
+    ),
+    "clip-qwen2.5-1.5b": RealPreset(
+        vision="openai/clip-vit-large-patch14-336",
+        language_model="Qwen/Qwen2.5-1.5B-Instruct",
+        projector={"depth": 2},
+        parameters="~1.8 B (0.3 B vision + 1.5 B language): fits one 24 GB GPU for full fine-tuning with ZeRO-2",
+        note="576 patches per image (LLaVA-1.5 layout)",
+    ),
+}
+
+PRESETS = ("tiny", *REAL_PRESETS)
+
+
+def _corpus() -> list[str]:
+    """Bundled English / Chinese medical text, the task templates and the phantom vocabulary."""
+    from medrega.tasks import TASKS
+
+    lines = resources.files("medrega.assets").joinpath("tiny_corpus.txt").read_text(encoding="utf-8").splitlines()
+    for task in TASKS.values():
+        for by_lang in task.TEMPLATES.values():
+            for templates in by_lang.values():
+                lines.extend(templates)
+        lines.extend(task.PREAMBLES.values())
+    return [line for line in lines if line.strip()] * 3
+
+
+def tiny_tokenizer(vocab_size: int = 2000):
+    """A byte-level BPE tokenizer trained on the bundled corpus, with chat and region tokens added."""
+    from medrega.processing import MedRegAProcessor
+    from medrega.tokenization import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(_corpus(), vocab_size=vocab_size)
+    MedRegAProcessor.prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
+def build(name: str = "tiny", seed: int = 0, **config_overrides):
+    """Build ``(model, processor)`` for a preset.
+
+    Args:
+        name: ``"tiny"`` (random weights, local tokenizer). Real presets need downloaded parts:
+            use :func:`build_from_parts`.
+        seed: seeds the random weights.
+        **config_overrides: passed to :func:`medrega.models.tiny_config` (e.g. ``hidden_size``,
+            ``image_size``, ``region_codec={"type": "loc", "bins": 1000}``).
+    """
+    from medrega.models import MedRegAForConditionalGeneration, tiny_config
+    from medrega.processing import MedRegAProcessor
+
+    if name in REAL_PRESETS:
+        raise ValueError(f"preset {name!r} assembles pretrained parts: call presets.build_from_parts({name!r}, vision=..., language_model=...)")
+    if name != "tiny":
+        raise ValueError(f"unknown preset {name!r}; known: {PRESETS}")
+    tokenizer = tiny_tokenizer()
+    codec = config_overrides.pop("region_codec", {"type": "loc", "bins": 1000})
+    from medrega.processing import codec_from_config
+
+    region_ids = tokenizer.convert_tokens_to_ids(codec_from_config(codec).region_tokens())
+    config = tiny_config(
+        vocab_size=len(tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        region_codec=codec,
+        region_token_ids=region_ids,
+        **config_overrides,
+    )
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = MedRegAForConditionalGeneration(config)
+    torch.random.set_rng_state(generator_state)
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, MedRegAProcessor.from_model_config(config, tokenizer)
+
+
+def build_from_parts(name: str, vision: str, language_model: str, **kwargs):
+    """Assemble a real preset from downloaded parts (local directories or hub ids when online).
+
+    Returns:
+        ``(model, processor)``; the tokenizer is the language model's, with chat and region tokens added.
+    """
+    from transformers import AutoTokenizer
+
+    from medrega.models import MedRegAForConditionalGeneration
+    from medrega.processing import MedRegAProcessor
+
+    if name not in REAL_PRESETS:
+        raise ValueError(f"unknown real preset {name!r}; known: {sorted(REAL_PRESETS)}")
+    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    MedRegAProcessor.prepare_tokenizer(tokenizer)
+    model = MedRegAForConditionalGeneration.from_parts(
+        vision=vision, language_model=language_model, projector=REAL_PRESETS[name].projector, tokenizer=tokenizer, **kwargs
+    )
+    return model, MedRegAProcessor.from_model_config(model.config, tokenizer)

@@ -1,0 +1,378 @@
+"""``MedRegAProcessor``: images + chat template + region codec -> ``input_ids``, ``pixel_values``, ``labels``.
+
+The processor owns the token layout: it expands each ``<image>`` into ``num_image_tokens``
+placeholder ids, rewrites region markup of records (text boxes relative to the original image)
+into the model's codec, masks labels to the assistant turns, and truncates prose only.
+``post_process`` turns generated ids back into text and groundings in original-image pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+from medrega.data.records import Record, Turn
+from medrega.grounding import (
+    BOX_END,
+    BOX_START,
+    IMAGE_TOKEN,
+    REF_END,
+    REF_START,
+    AddedTokens,
+    LocTokenCodec,
+    ParseResult,
+    RegionCodec,
+    TextBoxCodec,
+)
+from medrega.image_transforms import ImageTransform, prepare_image, to_tensor
+
+__all__ = ["MedRegAProcessor", "SampleTooLongError", "Decoded", "CHAT_TEMPLATE", "IM_START", "IM_END", "codec_from_config"]
+
+logger = logging.getLogger(__name__)
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+IGNORE_INDEX = -100
+
+
+class SampleTooLongError(ValueError):
+    """A sample that cannot fit ``max_length`` without cutting an image run or a region."""
+
+
+@dataclass
+class Decoded:
+    """One generated answer: ``text`` without region markup, the ``raw_text`` the model wrote, and
+    ``groundings`` (a :class:`~medrega.grounding.ParseResult`, boxes in original-image pixels)."""
+
+    text: str
+    raw_text: str
+    groundings: ParseResult = field(default_factory=ParseResult)
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "raw_text": self.raw_text,
+            "groundings": [g.to_dict() for g in self.groundings],
+            "problems": list(self.groundings.problems),
+        }
+
+
+def codec_from_config(spec: dict | None) -> RegionCodec:
+    """Build a codec from ``{"type": "loc", "bins": 1000}`` or ``{"type": "text", "scale": 1000}``."""
+    spec = dict(spec or {"type": "loc", "bins": 1000})
+    kind = spec.pop("type", "loc")
+    if kind == "loc":
+        return LocTokenCodec(**spec)
+    if kind == "text":
+        return TextBoxCodec(**spec)
+    raise ValueError(f"unknown region codec type {kind!r} (expected 'loc' or 'text')")
+
+
+class MedRegAProcessor(ProcessorMixin):
+    """Prepare MedRegA inputs, called like transformers' processors.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer that already holds the chat and region tokens
+            (see :meth:`prepare_tokenizer`).
+        chat_template: Jinja chat template (ChatML by default), saved with the processor.
+        image_size: side of the square image the vision tower takes.
+        num_image_tokens: placeholder tokens per image (the model's ``config.num_image_tokens``).
+        image_mean, image_std: per-channel normalisation.
+        resize_mode: ``"resize"`` or ``"letterbox"``.
+        region_codec: the model's codec, e.g. ``{"type": "loc", "bins": 1000}``.
+        max_length: token budget per sample for :meth:`encode_record`.
+    """
+
+    def __init__(
+        self,
+        tokenizer=None,
+        chat_template: str | None = None,
+        image_size: int = 224,
+        num_image_tokens: int = 64,
+        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
+        image_std: Sequence[float] = (0.5, 0.5, 0.5),
+        resize_mode: str = "resize",
+        region_codec: dict | None = None,
+        max_length: int = 2048,
+        **kwargs,
+    ):
+        self.image_size = int(image_size)
+        self.num_image_tokens = int(num_image_tokens)
+        self.image_mean = list(image_mean)
+        self.image_std = list(image_std)
+        self.resize_mode = resize_mode
+        self.region_codec = dict(region_codec or {"type": "loc", "bins": 1000})
+        self.max_length = int(max_length)
+        self.codec = codec_from_config(self.region_codec)
+        super().__init__(tokenizer, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
+        missing = [t for t in (IM_START, IM_END, IMAGE_TOKEN, BOX_START, BOX_END, REF_START, REF_END) if t not in tokenizer.get_vocab()]
+        if missing:
+            raise ValueError(f"tokenizer lacks {missing}; call MedRegAProcessor.prepare_tokenizer(tokenizer) first")
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
+        self._protect = (
+            (tokenizer.convert_tokens_to_ids(BOX_START), tokenizer.convert_tokens_to_ids(BOX_END)),
+            (tokenizer.convert_tokens_to_ids(REF_START), tokenizer.convert_tokens_to_ids(REF_END)),
+        )
+
+    # -- construction -------------------------------------------------------------------------
+    @staticmethod
+    def prepare_tokenizer(tokenizer, codec: RegionCodec | None = None) -> AddedTokens:
+        """Add the chat tokens (``<|im_start|>``, ``<|im_end|>``, special) and the codec's region
+        tokens to ``tokenizer``; returns every token the model needs with its id."""
+        before = len(tokenizer)
+        tokenizer.add_special_tokens({"additional_special_tokens": [IM_START, IM_END]}, replace_extra_special_tokens=False)
+        region = (codec or LocTokenCodec()).add_to_tokenizer(tokenizer)
+        tokens = [IM_START, IM_END, *region.tokens]
+        return AddedTokens(tokens, tokenizer.convert_tokens_to_ids(tokens), len(tokenizer) - before)
+
+    @classmethod
+    def from_model_config(cls, config, tokenizer, **kwargs) -> MedRegAProcessor:
+        """A processor matching a :class:`~medrega.MedRegAConfig` (image size, tokens per image, codec)."""
+        return cls(
+            tokenizer,
+            image_size=config.image_size,
+            num_image_tokens=config.num_image_tokens,
+            image_mean=config.image_mean,
+            image_std=config.image_std,
+            region_codec=config.region_codec,
+            **kwargs,
+        )
+
+    # -- images -------------------------------------------------------------------------------
+    def load_images(self, images: Sequence) -> tuple[torch.Tensor, list[tuple[int, int]], list[ImageTransform]]:
+        """Load (path, PIL, numpy array or DICOM) and prepare images.
+
+        Returns:
+            ``pixel_values (N, 3, S, S)``, the original ``(width, height)`` of each image, and the
+            transform applied to each.
+        """
+        from medrega.data.images import load_image
+
+        canvases, sizes, transforms = [], [], []
+        for source in images:
+            loaded = load_image(source)
+            canvas, transform = prepare_image(loaded.image, self.image_size, self.resize_mode)
+            canvases.append(canvas)
+            sizes.append(loaded.original_size)
+            transforms.append(transform)
+        if not canvases:
+            return torch.zeros(0, 3, self.image_size, self.image_size), [], []
+        return to_tensor(canvases, self.image_mean, self.image_std), sizes, transforms
+
+    # -- text ---------------------------------------------------------------------------------
+    def render(self, turns: Sequence[Turn | dict], add_generation_prompt: bool = False) -> str:
+        """The chat-template text of a conversation (``<image>`` placeholders not yet expanded)."""
+        messages = [t if isinstance(t, dict) else {"role": t.role, "content": t.content} for t in turns]
+        return self._render(messages, add_generation_prompt)
+
+    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered, _ = render_jinja_template(conversations=[messages], chat_template=self.chat_template, add_generation_prompt=add_generation_prompt)
+        return rendered[0]
+
+    def _segments(self, turns: Sequence[Turn], add_generation_prompt: bool) -> list[tuple[str, bool]]:
+        """Split the rendered conversation into ``(text, is_label)`` pieces: an assistant turn's
+        content and its end-of-turn marker are labels, everything else is context."""
+        segments: list[tuple[str, bool]] = []
+        for turn in turns:
+            text = self._render([{"role": turn.role, "content": turn.content}], False)
+            if turn.role != "assistant":
+                segments.append((text, False))
+                continue
+            start = text.index(turn.content) if turn.content else len(text)
+            end_marker = text.find(IM_END, start + len(turn.content))
+            stop = end_marker + len(IM_END) if end_marker >= 0 else start + len(turn.content)
+            segments += [(text[:start], False), (text[start:stop], True), (text[stop:], False)]
+        if add_generation_prompt:
+            full = self._render([{"role": "user", "content": ""}], True)
+            segments.append((full[len(self._render([{"role": "user", "content": ""}], False)) :], False))
+        return [(t, lab) for t, lab in segments if t]
+
+    def _tokenize(self, segments: list[tuple[str, bool]], image_runs: list[int]) -> tuple[list[int], list[int]]:
+        """Token ids and labels; every ``<image>`` becomes a run of ``image_runs[k]`` placeholder ids."""
+        pieces, owners = [], []
+        for k, (text, _) in enumerate(segments):
+            for j, piece in enumerate(text.split(IMAGE_TOKEN)):
+                if j:
+                    pieces.append(None)
+                    owners.append(k)
+                if piece:
+                    pieces.append(piece)
+                    owners.append(k)
+        texts = [p for p in pieces if p is not None]
+        encoded = iter(self.tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else iter(())
+        ids: list[int] = []
+        labels: list[int] = []
+        runs = iter(image_runs)
+        for piece, owner in zip(pieces, owners):
+            chunk = [self.image_token_id] * next(runs) if piece is None else next(encoded)
+            ids += chunk
+            labels += chunk if segments[owner][1] else [IGNORE_INDEX] * len(chunk)
+        return ids, labels
+
+    def encode_conversation(
+        self,
+        turns: Sequence[Turn],
+        images: Sequence = (),
+        *,
+        box_scale: int | None = 1000,
+        add_generation_prompt: bool = False,
+        max_length: int | None = None,
+    ) -> dict:
+        """Tokenise one conversation with its images.
+
+        Args:
+            turns: user / assistant / system turns with ``<image>`` placeholders.
+            images: one image per placeholder, in order.
+            box_scale: region markup in ``turns`` is the text form on ``0..box_scale`` relative to the
+                original images and is rewritten into the model's codec; ``None`` leaves text as is.
+            add_generation_prompt: end with the assistant prefix (for ``generate``).
+            max_length: token budget (default ``self.max_length``); prose of the last answer is cut
+                to fit, never an image run or a region; otherwise :class:`SampleTooLongError`.
+
+        Returns:
+            ``{"input_ids", "labels"}`` (1-D LongTensors), ``pixel_values (n_images, 3, S, S)``,
+            ``image_sizes`` (original ``(w, h)``) and ``image_transforms``.
+        """
+        placeholders = sum(t.content.count(IMAGE_TOKEN) for t in turns)
+        if placeholders != len(images):
+            raise ValueError(f"{placeholders} {IMAGE_TOKEN} placeholder(s) but {len(images)} image(s)")
+        pixel_values, sizes, transforms = self.load_images(images)
+        if box_scale is not None and any(BOX_START in t.content for t in turns):
+            source = TextBoxCodec(scale=box_scale)
+            turns = [Turn(t.role, source.transcode(t.content, sizes or [(1, 1)], self.codec)) for t in turns]
+        ids, labels = self._tokenize(self._segments(turns, add_generation_prompt), [self.num_image_tokens] * len(images))
+        limit = self.max_length if max_length is None else max_length
+        if len(ids) > limit:
+            ids, labels = self._truncate(ids, labels, limit)
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "pixel_values": pixel_values,
+            "image_sizes": sizes,
+            "image_transforms": transforms,
+        }
+
+    def encode_record(self, record: Record, max_length: int | None = None) -> dict:
+        """:meth:`encode_conversation` for a :class:`~medrega.data.Record`; errors name the record's location."""
+        try:
+            return self.encode_conversation(record.conversation, record.images, box_scale=record.box_scale, max_length=max_length)
+        except SampleTooLongError as err:
+            raise SampleTooLongError(f"{record.location or record.id}: {err}") from None
+
+    def _truncate(self, ids: list[int], labels: list[int], limit: int) -> tuple[list[int], list[int]]:
+        """Cut the tail of the last answer's prose so that ``len(ids) <= limit``."""
+        protected = [False] * len(ids)
+        depth = 0
+        for i, token in enumerate(ids):  # runs only for over-long samples
+            if token == self.image_token_id:
+                protected[i] = True
+                continue
+            for start, end in self._protect:
+                if token == start:
+                    depth += 1
+                elif token == end:
+                    depth = max(0, depth - 1)
+                    protected[i] = True
+            protected[i] = protected[i] or depth > 0
+        labelled = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+        if not labelled:
+            raise SampleTooLongError(f"{len(ids)} tokens exceed max_length={limit} and there is no answer prose to cut")
+        answer_start = labelled[-1]
+        while answer_start > 0 and labels[answer_start - 1] != IGNORE_INDEX:
+            answer_start -= 1
+        cut = limit - 1  # room for the end-of-turn marker
+        while 0 < cut < len(ids) and protected[cut - 1] and protected[cut]:
+            cut -= 1  # never inside an image run or a region
+        if cut <= answer_start or self.image_token_id in ids[cut:]:
+            raise SampleTooLongError(f"{len(ids)} tokens exceed max_length={limit} and only images or regions could be cut")
+        logger.debug("truncated a sample from %d to %d tokens", len(ids), cut + 1)
+        return ids[:cut] + [self.im_end_id], labels[:cut] + [self.im_end_id]
+
+    # -- transformers-style call ----------------------------------------------------------------
+    def __call__(self, images=None, text=None, return_tensors: str | None = "pt", padding_side: str | None = None, **kwargs) -> BatchFeature:
+        """Tokenise prompts that contain ``<image>`` placeholders and prepare their images.
+
+        Args:
+            images: per sample a list of images (path, PIL, numpy, DICOM); a sample may have none.
+                For one sample, a flat list or a single image is accepted.
+            text: a prompt or a list of prompts (e.g. from :meth:`render`).
+            return_tensors: ``"pt"``.
+            padding_side: ``"left"`` (default, for generation) or ``"right"``.
+
+        Returns:
+            A ``BatchFeature`` with ``input_ids``, ``attention_mask`` and ``pixel_values`` (all
+            images of the batch in order); ``.image_sizes`` (original sizes per sample) and
+            ``.image_transforms`` are attributes, not model inputs.
+        """
+        if text is None:
+            raise ValueError("text is required")
+        texts = [text] if isinstance(text, str) else list(text)
+        per_sample = self._images_per_sample(images, len(texts))
+        encoded = [
+            self._tokenize([(t, False)], [self.num_image_tokens] * t.count(IMAGE_TOKEN))[0] for t in texts
+        ]
+        for i, (t, ims) in enumerate(zip(texts, per_sample)):
+            if t.count(IMAGE_TOKEN) != len(ims):
+                raise ValueError(f"sample {i}: {t.count(IMAGE_TOKEN)} {IMAGE_TOKEN} placeholder(s) but {len(ims)} image(s)")
+        loaded = [self.load_images(ims) for ims in per_sample]
+        side = padding_side or "left"
+        width = max(len(ids) for ids in encoded)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            span = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
+            input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
+            attention[row, span] = 1
+        pixels = [p for p, _, _ in loaded if p.numel()]
+        pixel_values = torch.cat(pixels) if pixels else torch.zeros(0, 3, self.image_size, self.image_size)
+        batch = BatchFeature({"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixel_values})
+        batch.image_sizes = [sizes for _, sizes, _ in loaded]
+        batch.image_transforms = [tr for _, _, tr in loaded]
+        return batch
+
+    @staticmethod
+    def _images_per_sample(images, n: int) -> list[list]:
+        if images is None:
+            return [[] for _ in range(n)]
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if n == 1 and not (images and isinstance(images[0], (list, tuple))):
+            return [list(images)]
+        if len(images) != n:
+            raise ValueError(f"{len(images)} image lists for {n} prompts; pass one list per prompt")
+        return [list(ims) if isinstance(ims, (list, tuple)) else [ims] for ims in images]
+
+    # -- decoding -------------------------------------------------------------------------------
+    def post_process(self, generated_ids, image_sizes) -> list[Decoded]:
+        """Decode newly generated ids (prompt removed) into text and groundings.
+
+        Args:
+            generated_ids: ``(B, T)`` tensor or lists of ids.
+            image_sizes: per sample the original ``(width, height)`` of its image, or a list of sizes
+                for a multi-image sample.
+
+        Returns:
+            One :class:`Decoded` per sample; boxes are in original-image pixels. Malformed boxes are
+            skipped and listed in ``groundings.problems``.
+        """
+        rows = generated_ids.tolist() if isinstance(generated_ids, torch.Tensor) else [list(r) for r in generated_ids]
+        raw = self.tokenizer.batch_decode(rows, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        out = []
+        for text, sizes in zip(raw, image_sizes, strict=True):
+            text = text.strip()
+            groundings = self.codec.parse(text, sizes) if sizes else ParseResult(problems=[] if BOX_START not in text else ["boxes but no image"])
+            out.append(Decoded(self.codec.strip(text).strip(), text, groundings))
+        return out

@@ -1,0 +1,123 @@
+"""Training data: the weighted mix, length-grouped (or packed) micro-batches, an exact resume
+position, and a count of every sample skipped and why."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from torch.utils.data import DataLoader
+
+from medrega.data.collate import pack_samples, pad_collate
+from medrega.data.dataset import JsonlDataset
+from medrega.data.images import ImageLoadError
+from medrega.data.mixing import MixedDataset
+from medrega.data.records import RecordError
+from medrega.data.sampling import LengthGroupedBatchSampler
+from medrega.processing import SampleTooLongError
+
+__all__ = ["TrainData", "EncodedDataset"]
+
+_SKIPPABLE = (SampleTooLongError, ImageLoadError, RecordError)
+
+
+class EncodedDataset:
+    """Records -> processed samples; a sample that cannot be used (too long, image missing or
+    corrupt, invalid record) becomes ``{"skipped": reason}`` so the loop can count it."""
+
+    def __init__(self, records, processor, max_length: int):
+        self.records = records
+        self.processor = processor
+        self.max_length = max_length
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            record = self.records[index]
+            sample = self.processor.encode_record(record, max_length=self.max_length)
+        except _SKIPPABLE as err:
+            return {"skipped": f"{type(err).__name__}: {err}"}
+        return {"input_ids": sample["input_ids"], "labels": sample["labels"], "pixel_values": sample["pixel_values"]}
+
+
+class TrainData:
+    """Micro-batches for the training loop.
+
+    Args:
+        config: the :class:`~medrega.training.TrainConfig` (data mix, batch size, packing, seed).
+        processor: encodes records.
+        env: the process layout (rank / world size).
+    """
+
+    def __init__(self, config, processor, env):
+        self.config = config
+        self.env = env
+        self.pad_id = processor.tokenizer.pad_token_id or 0
+        parts = [
+            (JsonlDataset(s.path, s.format, image_root=s.image_root, check_images=True, on_error="skip"), s.weight) for s in config.data
+        ]
+        self.datasets = [d for d, _ in parts]
+        self.mix = MixedDataset(parts, seed=config.seed)
+        self.encoded = EncodedDataset(self.mix, processor, config.max_length)
+        self.skip_counts: Counter = Counter()
+        for dataset in self.datasets:
+            self.skip_counts.update(f"{e.field}: {e.reason.split(':')[0]}" for e in dataset.skipped)
+        self.epoch = 0
+        self.position = 0  # micro-batches of this epoch handed to the loop
+
+    def _sampler(self) -> LengthGroupedBatchSampler:
+        self.mix.set_epoch(self.epoch)
+        lengths = self.mix.gather([d.byte_lengths for d in self.datasets])
+        sampler = LengthGroupedBatchSampler(
+            lengths,
+            self.config.micro_batch_size,
+            world_size=self.env.world_size,
+            rank=self.env.rank,
+            seed=self.config.seed,
+            group_by_length=self.config.group_by_length,
+        )
+        sampler.load_state_dict({**sampler.state_dict(), "epoch": self.epoch, "position": self.position})
+        return sampler
+
+    def _collate(self, samples: list[dict]) -> dict:
+        good = [s for s in samples if "skipped" not in s]
+        skipped = [s["skipped"] for s in samples if "skipped" in s]
+        if not good:
+            return {"num_samples": 0, "skipped": skipped}
+        if self.config.packing:
+            batch = pack_samples(good, self.config.max_length, pad_token_id=self.pad_id)
+        else:
+            batch = pad_collate(good, self.pad_id)
+        batch["skipped"] = skipped
+        return batch
+
+    def batches(self) -> Iterator[dict]:
+        """Endless micro-batches from the saved position on, epoch after epoch."""
+        while True:
+            sampler = self._sampler()
+            loader = DataLoader(
+                self.encoded,
+                batch_sampler=sampler,
+                collate_fn=self._collate,
+                num_workers=self.config.num_workers,
+                persistent_workers=False,
+            )
+            for batch in loader:
+                self.position += 1
+                self.skip_counts.update(reason.split(":")[0] for reason in batch.pop("skipped"))
+                if batch["num_samples"]:
+                    yield batch
+            self.epoch += 1
+            self.position = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def skipped(self) -> dict[str, int]:
+        """Skipped samples by reason (at load time and during training)."""
+        return dict(self.skip_counts)

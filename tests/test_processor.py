@@ -1,0 +1,112 @@
+import pytest
+import torch
+from PIL import Image
+
+from medrega.data import Record, Turn
+from medrega.grounding import Grounding, LocTokenCodec, TextBoxCodec
+from medrega.image_transforms import prepare_image
+from medrega.processing import IM_END, MedRegAProcessor, SampleTooLongError
+from medrega.tokenization import train_bpe_tokenizer
+
+
+@pytest.fixture(scope="module")
+def processor():
+    lines = ["Please locate the left lung in this scan.", "The heart is normal. 心脏大小正常。左肺未见异常。"] * 30
+    tok = train_bpe_tokenizer(lines, vocab_size=500)
+    MedRegAProcessor.prepare_tokenizer(tok, LocTokenCodec())
+    return MedRegAProcessor(tok, image_size=32, num_image_tokens=4, max_length=256)
+
+
+@pytest.fixture
+def scan(tmp_path):
+    path = tmp_path / "scan.png"
+    Image.new("L", (200, 100), 80).save(path)
+    return str(path)
+
+
+def _record(scan, answer, question="<image>\nPlease locate <ref>left lung</ref>."):
+    return Record("r", [scan], [Turn("user", question), Turn("assistant", answer)], image_sizes=[(200, 100)], box_scale=1000)
+
+
+def test_labels_cover_only_the_answer(processor, scan):
+    out = processor.encode_record(_record(scan, "The heart is normal."))
+    ids, labels = out["input_ids"], out["labels"]
+    assert ids.shape == labels.shape
+    assert (ids == processor.image_token_id).sum() == 4
+    labelled = ids[labels != -100]
+    assert processor.tokenizer.decode(labelled) == "The heart is normal." + IM_END
+    assert out["pixel_values"].shape == (1, 3, 32, 32)
+    assert out["image_sizes"] == [(200, 100)]
+
+
+def test_region_markup_becomes_loc_tokens_relative_to_original(processor, scan):
+    answer = TextBoxCodec(1000).format([Grounding("left lung", [(20, 10, 120, 90)])], (200, 100))
+    out = processor.encode_record(_record(scan, answer))
+    text = processor.tokenizer.decode(out["input_ids"][out["labels"] != -100], skip_special_tokens=True)
+    assert "<loc_" in text and "[[" not in text
+    (g,) = processor.codec.parse(text, (200, 100))
+    assert g.phrase == "left lung"
+    assert g.boxes[0] == pytest.approx((20, 10, 120, 90), abs=0.2)
+
+
+def test_truncation_cuts_prose_never_a_region(processor, scan):
+    long_answer = TextBoxCodec(1000).format([Grounding("left lung", [(20, 10, 120, 90)])], (200, 100)) + ": " + "the heart is normal. " * 40
+    full = processor.encode_record(_record(scan, long_answer), max_length=10_000)
+    limit = len(full["input_ids"]) - 30
+    cut = processor.encode_record(_record(scan, long_answer), max_length=limit)
+    assert len(cut["input_ids"]) <= limit
+    assert cut["input_ids"][-1] == processor.im_end_id
+    text = processor.tokenizer.decode(cut["input_ids"][cut["labels"] != -100], skip_special_tokens=True)
+    assert len(processor.codec.parse(text, (200, 100))) == 1  # the region survived whole
+    region_only = TextBoxCodec(1000).format([Grounding("left lung", [(20, 10, 120, 90)])], (200, 100))
+    tight = processor.encode_record(_record(scan, region_only), max_length=10_000)
+    with pytest.raises(SampleTooLongError, match="only images or regions"):
+        processor.encode_record(_record(scan, region_only), max_length=len(tight["input_ids"]) - 3)
+
+
+def test_call_like_transformers_with_mixed_image_counts(processor, scan):
+    prompts = [
+        processor.render([Turn("user", "<image>\nPlease locate the heart.")], add_generation_prompt=True),
+        processor.render([Turn("user", "Is the heart normal?")], add_generation_prompt=True),
+        processor.render([Turn("user", "<image><image>\nCompare.")], add_generation_prompt=True),
+    ]
+    batch = processor(text=prompts, images=[[scan], [], [scan, Image.new("RGB", (50, 60))]], return_tensors="pt")
+    assert batch["pixel_values"].shape == (3, 3, 32, 32)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape
+    assert ((batch["input_ids"] == processor.image_token_id).sum(1) == torch.tensor([4, 0, 8])).all()
+    assert batch["attention_mask"][:, -1].all()  # left padding for generation
+    assert batch.image_sizes == [[(200, 100)], [], [(200, 100), (50, 60)]]
+    with pytest.raises(ValueError, match="sample 0: 1 <image> placeholder"):
+        processor(text=[prompts[0]], images=[[]])
+
+
+def test_post_process_gives_boxes_in_original_pixels(processor):
+    answer = LocTokenCodec().format([Grounding("左肺", [(20, 10, 120, 90)])], (200, 100)) + "：未见异常"
+    ids = processor.tokenizer(answer + IM_END, add_special_tokens=False)["input_ids"]
+    (decoded,) = processor.post_process(torch.tensor([ids]), [(200, 100)])
+    assert decoded.text == "左肺：未见异常"
+    assert decoded.groundings[0].phrase == "左肺"
+    assert decoded.groundings[0].boxes[0] == pytest.approx((20, 10, 120, 90), abs=0.11)
+    cut = ids.index(processor.tokenizer.convert_tokens_to_ids("</box>")) - 1
+    (broken,) = processor.post_process([ids[:cut]], [(200, 100)])
+    assert broken.groundings == [] and broken.groundings.problems
+
+
+def test_letterbox_transform_is_exactly_invertible():
+    image = Image.new("RGB", (300, 120))
+    canvas, transform = prepare_image(image, 64, mode="letterbox")
+    assert canvas.size == (64, 64)
+    box = (30.0, 12.0, 270.0, 100.0)
+    on_input = transform.to_input(box)
+    assert on_input[1] >= transform.offset[1]
+    assert transform.to_original(on_input) == pytest.approx(box)
+
+
+def test_save_and_load(processor, tmp_path):
+    processor.save_pretrained(tmp_path / "proc")
+    loaded = MedRegAProcessor.from_pretrained(tmp_path / "proc")
+    assert loaded.image_size == 32 and loaded.num_image_tokens == 4
+    assert loaded.chat_template == processor.chat_template
+    assert loaded.tokenizer.convert_tokens_to_ids("<loc_7>") == processor.tokenizer.convert_tokens_to_ids("<loc_7>")
+    text = processor.render([Turn("user", "hi")], add_generation_prompt=True)
+    assert loaded(text=text)["input_ids"].tolist() == processor(text=text)["input_ids"].tolist()
