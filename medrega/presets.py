@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import resources
 
@@ -103,6 +104,7 @@ def build(name: str = "tiny", seed: int = 0, **config_overrides):
     from medrega.processing import codec_from_config
 
     region_ids = tokenizer.convert_tokens_to_ids(codec_from_config(codec).region_tokens())
+    config_overrides = {"patch_size": 8, "pixel_shuffle": 0.5, **config_overrides}
     config = tiny_config(
         vocab_size=len(tokenizer),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
@@ -114,9 +116,34 @@ def build(name: str = "tiny", seed: int = 0, **config_overrides):
     torch.manual_seed(seed)
     model = MedRegAForConditionalGeneration(config)
     torch.random.set_rng_state(generator_state)
+    if codec.get("type", "loc") == "loc":
+        loc_ids = [tokenizer.convert_tokens_to_ids(f"<loc_{k}>") for k in range(codec.get("bins", 1000))]
+        ordinal_init_(model, loc_ids)
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, MedRegAProcessor.from_model_config(config, tokenizer)
+
+
+@torch.no_grad()
+def ordinal_init_(model, loc_ids: list[int]) -> None:
+    """Give the loc tokens' input and output embeddings a smooth sinusoidal code of their bin, so
+    that neighbouring bins start out similar (used by randomly initialised presets: it lets a
+    model trained from scratch learn coordinates as quantities rather than unrelated classes).
+
+    Args:
+        model: a :class:`~medrega.MedRegAForConditionalGeneration`.
+        loc_ids: token ids of ``<loc_0> .. <loc_{bins-1}>`` in order.
+    """
+    bins = len(loc_ids)
+    for embedding in (model.get_input_embeddings(), model.get_output_embeddings()):
+        weight = embedding.weight
+        dim = weight.shape[1]
+        position = torch.arange(bins, dtype=torch.float32)[:, None] / bins  # (bins, 1) in [0, 1)
+        freqs = torch.pi * torch.logspace(0, math.log10(bins / 2), dim // 2)[None, :]  # periods from twice the range down to 4 bins
+        code = torch.cat([torch.sin(position * freqs), torch.cos(position * freqs)], dim=1)  # (bins, dim or dim - 1)
+        code = torch.nn.functional.pad(code, (0, dim - code.shape[1]))
+        code = code / code.std() * weight.std()
+        weight[torch.tensor(loc_ids)] = code.to(weight.dtype)
 
 
 def build_from_parts(name: str, vision: str, language_model: str, **kwargs):

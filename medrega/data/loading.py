@@ -11,7 +11,7 @@ from pathlib import Path
 from medrega.data.records import Record, RecordError, Turn, detect_lang
 from medrega.grounding import IMAGE_TOKEN, Grounding
 
-__all__ = ["load_records", "RecordList", "FORMATS", "detect_format", "iter_raw"]
+__all__ = ["load_records", "record_from_raw", "RecordList", "FORMATS", "detect_format", "iter_raw"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,7 @@ def iter_raw(path: Path) -> Iterator[tuple[int, dict | Exception]]:
         except json.JSONDecodeError as err:
             yield err.lineno, err
             return
-        for i, obj in enumerate(data, 1):
-            yield i, obj
+        yield from enumerate(data, 1)
         return
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -156,6 +155,51 @@ def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale
     )
 
 
+def record_from_raw(
+    obj,
+    path: Path,
+    line: int,
+    *,
+    format: str = "auto",
+    file_format: str | None = None,
+    image_root: Path | None = None,
+    box_scale: int | None = None,
+    check_images: bool = True,
+) -> Record:
+    """Convert and validate one raw JSON object read from ``path`` at ``line``.
+
+    Args:
+        obj: the parsed JSON value.
+        path: the file it came from (image paths are relative to its directory or ``image_root``).
+        line: 1-based line (or array index) for error messages.
+        format: ``"auto"`` or a format of :data:`FORMATS`.
+        file_format: the file's format, used for a record too broken to be recognised.
+        image_root, box_scale, check_images: as in :func:`load_records`.
+
+    Raises:
+        RecordError: naming ``path``, ``line`` and the field.
+    """
+    where = str(path)
+    if not isinstance(obj, dict):
+        raise RecordError(where, line, "<json>", f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        fmt = format
+        if format == "auto":
+            try:
+                fmt = detect_format(obj)
+            except ValueError:
+                if file_format is None:
+                    raise
+                fmt = file_format
+        record = _convert(obj, fmt, Path(path).resolve().parent, image_root, box_scale, Path(path))
+    except KeyError as err:
+        raise RecordError(where, line, str(err.args[0]), "missing") from None
+    except (TypeError, ValueError, AttributeError) as err:
+        raise RecordError(where, line, "<record>", str(err)) from None
+    record.location = f"{where}:{line}"
+    return record.validate(where, line, check_images=check_images)
+
+
 def load_records(
     path: str | Path,
     format: str = "auto",
@@ -189,32 +233,16 @@ def load_records(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such record file: {path}")
-    base = path.resolve().parent
     root = Path(image_root).resolve() if image_root is not None else None
     out = RecordList()
-    file_format = None
+    file_format = None if format == "auto" else format
     for line, obj in iter_raw(path):
         try:
             if isinstance(obj, Exception):
                 raise RecordError(str(path), line, "<json>", f"not valid JSON: {obj}")
-            if not isinstance(obj, dict):
-                raise RecordError(str(path), line, "<json>", f"expected a JSON object, got {type(obj).__name__}")
-            try:
-                fmt = format
-                if format == "auto":  # a record too broken to recognise is read as the file's format
-                    try:
-                        fmt = file_format = detect_format(obj)
-                    except ValueError:
-                        if file_format is None:
-                            raise
-                        fmt = file_format
-                record = _convert(obj, fmt, base, root, box_scale, path)
-            except KeyError as err:
-                raise RecordError(str(path), line, str(err.args[0]), "missing") from None
-            except (TypeError, ValueError, AttributeError) as err:
-                raise RecordError(str(path), line, "<record>", str(err)) from None
-            record.location = f"{path}:{line}"
-            out.append(record.validate(str(path), line, check_images=check_images))
+            record = record_from_raw(obj, path, line, format=format, file_format=file_format, image_root=root, box_scale=box_scale, check_images=check_images)
+            file_format = file_format or detect_format(obj)
+            out.append(record)
         except RecordError as err:
             if on_error == "raise":
                 raise

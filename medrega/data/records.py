@@ -176,6 +176,6 @@ class Record:
                 x1, y1, x2, y2 = box
                 if x1 > x2 or y1 > y2:
                     fail("groundings", f"box {list(box)} of {g.phrase!r} has reversed corners")
-                if size is not None and not (0 <= x1 and 0 <= y1 and x2 <= size[0] and y2 <= size[1]):
+                if size is not None and not (x1 >= 0 and y1 >= 0 and x2 <= size[0] and y2 <= size[1]):
                     fail("groundings", f"box {list(box)} of {g.phrase!r} lies outside the image of size {size[0]}x{size[1]}")
         return self

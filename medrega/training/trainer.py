@@ -79,7 +79,7 @@ class Trainer:
         if self.config.lora_r > 0:
             model.apply_lora(r=self.config.lora_r, alpha=self.config.lora_alpha)
         if self.config.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         model.to(device=self.env.device, dtype=self.dtype)
         model.train()
         return model, processor

@@ -1,0 +1,28 @@
+"""MedRegA models, native to transformers: importing this registers them with the ``Auto*`` classes."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+from medrega.models.configuration import MedRegAConfig, TimmVisionConfig, tiny_config
+from medrega.models.conversion import LLAVA_KEY_MAPPING, convert_state_dict
+from medrega.models.modeling import MedRegAForConditionalGeneration, MedRegAOutput, MedRegAPreTrainedModel
+from medrega.models.stages import STAGES
+from medrega.models.tiling import TilePlan, plan_tiles
+
+AutoConfig.register(TimmVisionConfig.model_type, TimmVisionConfig, exist_ok=True)
+AutoConfig.register(MedRegAConfig.model_type, MedRegAConfig, exist_ok=True)
+AutoModel.register(MedRegAConfig, MedRegAForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(MedRegAConfig, MedRegAForConditionalGeneration, exist_ok=True)
+
+__all__ = [
+    "LLAVA_KEY_MAPPING",
+    "STAGES",
+    "MedRegAConfig",
+    "MedRegAForConditionalGeneration",
+    "MedRegAOutput",
+    "MedRegAPreTrainedModel",
+    "TilePlan",
+    "TimmVisionConfig",
+    "convert_state_dict",
+    "plan_tiles",
+    "tiny_config",
+]

@@ -1,0 +1,247 @@
+"""``MedRegAConfig``: one nested config (vision / projector / text / regions) serialised to ``config.json``.
+
+Design choices:
+
+* ``vision_config`` is always a ``PreTrainedConfig``: a Hugging Face vision config (SigLIP, CLIP,
+  InternVL's vision tower, ...) or :class:`TimmVisionConfig`, a timm architecture name plus keyword
+  arguments. A plain dict with ``timm_name`` (and no ``model_type``) becomes a :class:`TimmVisionConfig`.
+* ``text_config`` is any causal-LM config (Llama by default); the language model is built with
+  ``AutoModelForCausalLM.from_config``.
+* ``projector_config`` is a small dict (depth, width, LayerNorm, pixel-shuffle ratio), normalised and
+  checked here so a bad key fails at build time, not deep inside ``forward``.
+* ``num_image_tokens`` (tokens per image after the projector) and the image normalisation are
+  inferred from the vision tower when not given, so the processor can read them from the config.
+"""
+
+from __future__ import annotations
+
+import math
+
+from transformers import AutoConfig, LlamaConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+__all__ = ["TimmVisionConfig", "MedRegAConfig", "PROJECTOR_DEFAULTS", "tiny_config"]
+
+PROJECTOR_DEFAULTS = {"depth": 2, "hidden_size": None, "layer_norm": False, "pixel_shuffle": None, "activation": "gelu", "bias": True}
+SELECT_STRATEGIES = ("default", "full")
+
+
+class TimmVisionConfig(PreTrainedConfig):
+    """A timm vision backbone: ``timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=image_size, **timm_kwargs)``.
+
+    Args:
+        timm_name: timm architecture, e.g. ``"vit_tiny_patch16_224"``.
+        timm_kwargs: extra ``create_model`` arguments (``depth``, ``embed_dim``, ``patch_size``, ...);
+            ``kwargs`` is accepted as an alias.
+        image_size: side of the square input image.
+    """
+
+    model_type = "medrega_timm_vision"
+
+    timm_name: str = "vit_base_patch16_224"
+    timm_kwargs: dict | None = None
+    image_size: int = 224
+
+    def __post_init__(self, **kwargs):
+        alias = kwargs.pop("kwargs", None)
+        if alias is not None:
+            if self.timm_kwargs:
+                raise ValueError("give timm arguments as `timm_kwargs` or `kwargs`, not both")
+            self.timm_kwargs = dict(alias)
+        self.timm_kwargs = dict(self.timm_kwargs or {})
+        for reserved in ("pretrained", "num_classes", "img_size"):
+            if reserved in self.timm_kwargs:
+                raise ValueError(f"timm_kwargs may not set {reserved!r}: it is fixed by the model (img_size comes from image_size)")
+        if not isinstance(self.image_size, int) or self.image_size <= 0:
+            raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
+        super().__post_init__(**kwargs)
+
+
+def _square_side(vision_config: PreTrainedConfig) -> int:
+    size = getattr(vision_config, "image_size", None)
+    if isinstance(size, (list, tuple)):
+        if len(size) != 2 or size[0] != size[1]:
+            raise ValueError(f"the vision tower must take square images, its image_size is {size!r}")
+        size = size[0]
+    if not isinstance(size, int) or size <= 0:
+        raise ValueError(f"{type(vision_config).__name__} has no usable image_size ({size!r})")
+    return size
+
+
+def _default_normalisation(vision_config: PreTrainedConfig) -> tuple[list[float], list[float]]:
+    if isinstance(vision_config, TimmVisionConfig):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(vision_config.timm_name)
+        if cfg is not None and cfg.mean is not None:
+            return list(cfg.mean), list(cfg.std)
+        return list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)
+    model_type = vision_config.model_type
+    if model_type.startswith("clip"):
+        return list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD)
+    if model_type.startswith("siglip"):
+        return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+    return list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)
+
+
+class MedRegAConfig(PreTrainedConfig):
+    """Configuration of :class:`~medrega.models.MedRegAForConditionalGeneration`.
+
+    Args:
+        vision_config: a Hugging Face vision config (or its dict with ``model_type``), a
+            :class:`TimmVisionConfig`, or ``{"timm_name": ..., "kwargs": {...}, "image_size": ...}``.
+        text_config: a causal-LM config or its dict (``model_type`` defaults to ``"llama"``).
+        projector_config: ``{"depth", "hidden_size", "layer_norm", "pixel_shuffle", "activation", "bias"}``;
+            ``depth`` linear layers of width ``hidden_size`` (default: the text hidden size), an optional
+            LayerNorm first, an optional pixel shuffle with ratio ``pixel_shuffle`` (InternVL: 0.5).
+        image_token_id: id of the ``<image>`` placeholder token.
+        num_image_tokens: placeholder tokens per image after the projector (inferred when ``None``).
+        vision_feature_layer: vision hidden state to use (``-1``: the last; HF towers index ``hidden_states``).
+        vision_feature_select_strategy: ``"default"`` drops the tower's prefix (CLS/register) tokens,
+            ``"full"`` keeps them.
+        image_mean, image_std: per-channel normalisation (inferred from the tower when ``None``).
+        region_codec: ``{"type": "loc", "bins": 1000}`` or ``{"type": "text", "scale": 1000}``.
+        region_token_ids: ids of the region tokens (kept trainable under LoRA).
+        max_tiles: dynamic-resolution tiles per image (0: no tiling).
+        use_thumbnail: add a whole-image thumbnail after the tiles.
+    """
+
+    model_type = "medrega"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type=TimmVisionConfig.model_type),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    projector_config: dict | None = None
+    image_token_id: int | None = None
+    num_image_tokens: int | None = None
+    vision_feature_layer: int = -1
+    vision_feature_select_strategy: str = "default"
+    image_mean: list | tuple | None = None
+    image_std: list | tuple | None = None
+    region_codec: dict | None = None
+    region_token_ids: list | None = None
+    max_tiles: int = 0
+    use_thumbnail: bool = True
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        self.projector_config = self._checked_projector(self.projector_config)
+        self.region_codec = dict(self.region_codec or {"type": "loc", "bins": 1000})
+        if self.region_codec.get("type") not in ("loc", "text"):
+            raise ValueError(f"region_codec type must be 'loc' or 'text', got {self.region_codec.get('type')!r}")
+        if self.vision_feature_select_strategy not in SELECT_STRATEGIES:
+            raise ValueError(f"vision_feature_select_strategy must be one of {SELECT_STRATEGIES}, got {self.vision_feature_select_strategy!r}")
+        vocab = self.text_config.vocab_size
+        if not isinstance(self.image_token_id, int) or not 0 <= self.image_token_id < vocab:
+            raise ValueError(f"image_token_id must be an int in [0, {vocab}) (the text vocabulary), got {self.image_token_id!r}")
+        if self.region_token_ids is not None:
+            self.region_token_ids = [int(i) for i in self.region_token_ids]
+            outside = [i for i in self.region_token_ids if not 0 <= i < vocab]
+            if outside:
+                raise ValueError(f"region_token_ids outside the vocabulary of {vocab}: {outside[:5]}")
+        if self.max_tiles < 0:
+            raise ValueError(f"max_tiles must be >= 0, got {self.max_tiles}")
+        if self.image_mean is None or self.image_std is None:
+            mean, std = _default_normalisation(self.vision_config)
+            self.image_mean = self.image_mean if self.image_mean is not None else mean
+            self.image_std = self.image_std if self.image_std is not None else std
+        self.image_mean, self.image_std = [float(v) for v in self.image_mean], [float(v) for v in self.image_std]
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ValueError(f"image_mean/image_std must be 3 values (std > 0), got {self.image_mean}, {self.image_std}")
+        _square_side(self.vision_config)
+        if self.num_image_tokens is None:
+            from medrega.models.vision import vision_token_count
+
+            count, factor = vision_token_count(self), self.shuffle_factor
+            side = math.isqrt(count)
+            if factor > 1 and (side * side != count or side % factor):
+                raise ValueError(f"pixel shuffle by {factor} needs a square patch grid divisible by {factor}; the tower gives {count} tokens")
+            self.num_image_tokens = count // factor**2
+        if not isinstance(self.num_image_tokens, int) or self.num_image_tokens <= 0:
+            raise ValueError(f"num_image_tokens must be a positive int, got {self.num_image_tokens!r}")
+
+    @staticmethod
+    def _checked_projector(spec: dict | None) -> dict:
+        spec = dict(spec or {})
+        unknown = set(spec) - set(PROJECTOR_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown projector_config keys {sorted(unknown)}; allowed: {sorted(PROJECTOR_DEFAULTS)}")
+        out = {**PROJECTOR_DEFAULTS, **spec}
+        if not isinstance(out["depth"], int) or out["depth"] < 1:
+            raise ValueError(f"projector depth must be an int >= 1, got {out['depth']!r}")
+        ratio = out["pixel_shuffle"]
+        if ratio is not None:
+            factor = 1 / ratio if 0 < ratio < 1 else 0
+            if abs(factor - round(factor)) > 1e-6 or round(factor) < 2:
+                raise ValueError(f"pixel_shuffle ratio must be 1/k for an integer k >= 2 (InternVL: 0.5), got {ratio!r}")
+        return out
+
+    @property
+    def shuffle_factor(self) -> int:
+        """How many patches per side the pixel shuffle merges (1: none; 2 for ratio 0.5)."""
+        ratio = self.projector_config["pixel_shuffle"]
+        return 1 if ratio is None else round(1 / ratio)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square image the vision tower takes."""
+        return _square_side(self.vision_config)
+
+
+
+def tiny_config(
+    vocab_size: int,
+    image_token_id: int,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    vision_width: int = 192,
+    vision_layers: int = 4,
+    image_size: int = 64,
+    patch_size: int = 16,
+    pixel_shuffle: float | None = None,
+    **overrides,
+) -> MedRegAConfig:
+    """A tiny random model for tests, presets and CPU demos: a timm ViT plus a Llama.
+
+    The defaults (4-layer ViT of width 192 on 64-px images with 16-px patches, 4-layer Llama of width 128)
+    hold ~3-4 M parameters with a ~3k vocabulary.
+
+    Args:
+        vocab_size: text vocabulary (tokenizer length, region tokens included).
+        image_token_id: id of ``<image>``.
+        hidden_size, num_layers: Llama width and depth.
+        vision_width, vision_layers: ViT width and depth.
+        image_size, patch_size: square input side and patch side.
+        pixel_shuffle: projector pixel-shuffle ratio (e.g. 0.5) or ``None``.
+        **overrides: further :class:`MedRegAConfig` arguments (``region_token_ids``, ``region_codec``, ...).
+    """
+    heads = max(1, hidden_size // 32)
+    text = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    )
+    vision = TimmVisionConfig(
+        timm_name="vit_tiny_patch16_224",
+        timm_kwargs={"embed_dim": vision_width, "depth": vision_layers, "num_heads": max(1, vision_width // 64), "patch_size": patch_size},
+        image_size=image_size,
+    )
+    settings = {
+        "vision_config": vision,
+        "text_config": text,
+        "projector_config": {"pixel_shuffle": pixel_shuffle, "layer_norm": pixel_shuffle is not None},
+        "image_token_id": image_token_id,
+    }
+    return MedRegAConfig(**{**settings, **overrides})

@@ -1,0 +1,243 @@
+"""``MedRegAForConditionalGeneration``: vision tower + projector + any causal LM, LLaVA-style.
+
+Reference: transformers ``models/llava/modeling_llava.py`` (``LlavaModel.forward``). The processor
+expands every ``<image>`` into ``config.num_image_tokens`` placeholder ids; ``forward`` embeds the
+text, replaces the placeholder runs with the projected image features in order (row-major over the
+batch, so each sample takes its images in order) and runs the language model. Counts are checked
+with tensor ops and a mismatch raises a ``ValueError`` naming the sample.
+
+The loss applies ``lm_head`` only at positions whose shifted label is set, so no full-vocabulary
+logits are built for prompt or image tokens. Training stages and LoRA live in :mod:`.stages`,
+building from pretrained parts in :mod:`.parts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import ModelOutput
+
+from medrega.models import parts, stages
+from medrega.models.configuration import MedRegAConfig
+from medrega.models.projector import MultiModalProjector
+from medrega.models.vision import VisionTower
+
+__all__ = ["MedRegAPreTrainedModel", "MedRegAForConditionalGeneration", "MedRegAOutput", "IGNORE_INDEX"]
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class MedRegAOutput(ModelOutput):
+    """Output of :meth:`MedRegAForConditionalGeneration.forward`.
+
+    ``logits`` is ``None`` when ``labels`` are given (the loss builds logits only where labels are set).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.Tensor] | None = None
+    attentions: tuple[torch.Tensor] | None = None
+    image_hidden_states: torch.Tensor | None = None
+
+
+class MedRegAPreTrainedModel(PreTrainedModel):
+    config_class = MedRegAConfig
+    config: MedRegAConfig
+    base_model_prefix = ""
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Projector: normal(0, initializer_range) weights, zero biases, unit LayerNorm."""
+        std = getattr(self.config.text_config, "initializer_range", 0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
+    """MedRegA: image features scattered into a causal LM's input embeddings.
+
+    Args:
+        config: the model configuration.
+        vision_model: an already built (pretrained) vision backbone; built from ``config`` when ``None``.
+        language_model: an already built (pretrained) causal LM; built from ``config.text_config`` when ``None``.
+    """
+
+    def __init__(self, config: MedRegAConfig, vision_model: nn.Module | None = None, language_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.vision_tower = VisionTower(config.vision_config, config.vision_feature_layer, config.vision_feature_select_strategy, model=vision_model)
+        proj = config.projector_config
+        self.projector = MultiModalProjector(
+            self.vision_tower.hidden_size,
+            config.text_config.hidden_size,
+            depth=proj["depth"],
+            hidden_size=proj["hidden_size"],
+            layer_norm=proj["layer_norm"],
+            pixel_shuffle=proj["pixel_shuffle"],
+            activation=proj["activation"],
+            bias=proj["bias"],
+        )
+        self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+
+    # -- embeddings (so resize_token_embeddings and generate work on the whole model) -----------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    # -- images ------------------------------------------------------------------------------------
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` images (or tiles) -> ``(N, num_image_tokens, text_hidden)`` projected features."""
+        dtype = next(self.projector.parameters()).dtype
+        features = self.projector(self.vision_tower(pixel_values.to(dtype)))
+        if features.shape[1] != self.config.num_image_tokens:
+            raise ValueError(f"the vision tower and projector give {features.shape[1]} tokens per image, config.num_image_tokens is {self.config.num_image_tokens}")
+        return features
+
+    def _check_placeholders(self, is_image: torch.Tensor, num_images: int) -> None:
+        """Raise when placeholders and images disagree; ``is_image`` is ``(B, T)``. One host sync."""
+        per_image = self.config.num_image_tokens
+        counts = is_image.sum(dim=1)  # (B,)
+        ragged = counts % per_image != 0
+        wrong_total = (counts.sum() != num_images * per_image).view(1)
+        if not bool(torch.cat([ragged, wrong_total]).any()):
+            return
+        counts_list = counts.tolist()
+        for sample, count in enumerate(counts_list):
+            if count % per_image:
+                raise ValueError(
+                    f"sample {sample} has {count} <image> placeholder tokens, not a multiple of num_image_tokens={per_image} "
+                    "(every <image> must be expanded by the processor into exactly that many)"
+                )
+        needed = 0
+        for sample, count in enumerate(counts_list):
+            needed += count // per_image
+            if needed > num_images:
+                raise ValueError(f"sample {sample} needs image {needed} of the batch but pixel_values holds only {num_images} images (placeholder runs per sample: {[c // per_image for c in counts_list]})")
+        raise ValueError(
+            f"pixel_values holds {num_images} images but the samples' placeholders ask for only {needed} "
+            f"(placeholder runs per sample 0..{len(counts_list) - 1}: {[c // per_image for c in counts_list]})"
+        )
+
+    def _embed(self, input_ids, inputs_embeds, pixel_values, past_key_values):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        if pixel_values is None and not prefill:
+            return inputs_embeds, None  # decoding step: images were consumed at prefill
+        if input_ids is None:
+            if pixel_values is not None:
+                raise ValueError("pixel_values need input_ids to find the <image> placeholders")
+            return inputs_embeds, None
+        is_image = input_ids == self.config.image_token_id  # (B, T)
+        num_images = 0 if pixel_values is None else pixel_values.shape[0]
+        self._check_placeholders(is_image, num_images)
+        if num_images == 0:
+            return inputs_embeds, None
+        features = self.get_image_features(pixel_values)  # (N, n, H)
+        flat = features.reshape(-1, features.shape[-1]).to(inputs_embeds.dtype)  # (N*n, H)
+        return inputs_embeds.masked_scatter(is_image.unsqueeze(-1), flat), features
+
+    # -- forward -----------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> MedRegAOutput:
+        """Embed, scatter image features, run the language model; loss or logits.
+
+        Args:
+            input_ids: ``(B, T)`` token ids with ``num_image_tokens`` placeholders per image.
+            attention_mask: ``(B, T)``, 1 for real tokens. ``None`` with ``position_ids`` restarting at 0
+                inside a row gives a block-diagonal mask (packed samples).
+            pixel_values: ``(N, 3, S, S)`` images of the whole batch, in sample order.
+            labels: ``(B, T)`` targets aligned with ``input_ids`` (shifted inside); ``-100`` is ignored.
+            position_ids: ``(B, T)`` positions (packed sequences restart at 0).
+            past_key_values: KV cache (generation).
+            inputs_embeds: ``(B, T, H)`` instead of ``input_ids`` (text only).
+            use_cache: return a KV cache.
+            logits_to_keep: without labels, compute logits for only the last ``k`` positions (0: all).
+            num_items_in_batch: when given, the loss is the sum of token losses divided by it
+                (label tokens across micro-batches); otherwise the mean over label tokens.
+        """
+        inputs_embeds, features = self._embed(input_ids, inputs_embeds, pixel_values, past_key_values)
+        if use_cache is None and labels is not None:
+            use_cache = False  # training needs no cache (and packed rows get their block mask only without one)
+        outputs = self.language_model.get_decoder()(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state  # (B, T, H)
+        loss = logits = None
+        if labels is not None:
+            loss = self._label_loss(hidden, labels, num_items_in_batch)
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.get_output_embeddings()(hidden[:, keep, :])
+        return MedRegAOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=features,
+        )
+
+    def _label_loss(self, hidden: torch.Tensor, labels: torch.Tensor, num_items_in_batch) -> torch.Tensor:
+        targets = labels[:, 1:].to(hidden.device)  # (B, T-1): token t predicts label t+1
+        keep = targets != IGNORE_INDEX
+        selected = hidden[:, :-1][keep]  # (K, H): only positions with a label
+        logits = self.get_output_embeddings()(selected).float()  # (K, V)
+        total = F.cross_entropy(logits, targets[keep], reduction="sum")
+        if num_items_in_batch is None:
+            return total / keep.sum().clamp(min=1)
+        if isinstance(num_items_in_batch, torch.Tensor):
+            num_items_in_batch = num_items_in_batch.to(total.device)
+        return total / num_items_in_batch
+
+    # -- building and training ---------------------------------------------------------------------
+    from_parts = classmethod(parts.from_parts)
+    set_trainable = stages.set_trainable
+    apply_lora = stages.apply_lora
+    merge_lora = stages.merge_lora
+    trainable_summary = stages.trainable_summary
