@@ -107,13 +107,25 @@ class Trainer:
 
     # -- one optimizer step ---------------------------------------------------------------------
     def loss_step(self, micro_batches: list[dict]) -> tuple[float, int, int]:
+        """One optimizer step over ``micro_batches`` (see :meth:`backward`)."""
+        loss, samples, tokens = self.backward(micro_batches)
+        if self.engine is None:
+            if self.config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss, samples, tokens
+
+    def backward(self, micro_batches: list[dict]) -> tuple[float, int, int]:
         """Forward and backward over the micro-batches of one optimizer step.
 
         The loss is the sum of token losses divided by the number of label tokens across all
-        micro-batches and processes, so every label token weighs the same.
+        micro-batches and processes, so every label token weighs the same however the batch is split.
+        (Under DeepSpeed, ``engine.step()`` follows each backward; it steps at the accumulation boundary.)
 
         Returns:
-            ``(loss, samples, tokens)`` of this process.
+            ``(loss, samples, tokens)``: the step's loss (summed over processes) and this process's counts.
         """
         local_tokens = sum(int((b["labels"][..., 1:] != -100).sum()) for b in micro_batches)
         total_tokens = max(1.0, self.env.all_reduce_sum(float(local_tokens)))
@@ -121,27 +133,20 @@ class Trainer:
         scale = self.config.grad_accumulation * self.env.world_size if self.engine is not None else 1
         loss_sum = 0.0
         samples = tokens = 0
+        module = self.engine if self.engine is not None else self.model
         for batch in micro_batches:
             inputs = {k: v.to(self.env.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items() if k in _MODEL_INPUTS}
-            if "pixel_values" in inputs:
+            if inputs.get("pixel_values") is not None:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-            module = self.engine if self.engine is not None else self.model
             out = module(**inputs, num_items_in_batch=total_tokens)
-            loss = out.loss * scale
             if self.engine is not None:
-                self.engine.backward(loss)
+                self.engine.backward(out.loss * scale)
                 self.engine.step()
             else:
-                loss.backward()
+                out.loss.backward()
             loss_sum += float(out.loss.detach())
             samples += int(batch["num_samples"])
             tokens += int(batch["num_tokens"])
-        if self.engine is None:
-            if self.config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
         return self.env.all_reduce_sum(loss_sum), samples, tokens
 
     # -- the loop -------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""VQA metrics: answer normalisation (English and Chinese), closed accuracy, open recall and token F1.
+
+* ``normalize_answer`` lowercases, drops English and Chinese punctuation (a point between digits is
+  kept: ``2.5 cm``), English articles and the spaces between CJK characters.
+* Closed answers are compared through ``yes_no``: ``yes``/``是``/``有``/``存在``/``对`` ... are yes,
+  ``no``/``否``/``没有``/``不``/``无``/``未`` ... are no (negations are tested first, so ``不是`` and
+  ``没有`` are no). Closed answers that are not yes/no (``left`` / ``right``) need a normalised exact match.
+* Open answers are scored on tokens: English words, and for Chinese single CJK characters (Chinese
+  short answers segment inconsistently, character overlap is the usual Chinese QA measure), with
+  Latin words and numbers inside Chinese text kept whole. Open recall is LLaVA-Med's: the fraction of
+  the answer's tokens found in the prediction; token F1 is SQuAD's (multiset overlap).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "normalize_answer",
+    "answer_tokens",
+    "yes_no",
+    "closed_correct",
+    "open_recall_score",
+    "token_f1_score",
+    "closed_accuracy",
+    "open_recall",
+    "token_f1",
+    "vqa_scores",
+]
+
+_PUNCT = re.compile(r"\.(?!\d)|(?<!\d)\.|[^\w\s.]|_")
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK_GAP = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
+_TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+_NO = re.compile(r"^(?:(?:no|not|none|false|incorrect|negative)\b|否|不|没|无|未|非)")
+_YES = re.compile(r"^(?:(?:yes|yeah|true|correct|positive)\b|是|有|存在|对|正确|可见)")
+
+
+def normalize_answer(text: str | None) -> str:
+    """Lowercase; drop punctuation (English and Chinese), English articles and spaces next to CJK characters.
+
+    Args:
+        text: an answer (``None`` gives ``""``).
+    """
+    if text is None:
+        return ""
+    text = _PUNCT.sub(" ", str(text).lower())
+    text = _ARTICLES.sub(" ", text)
+    return _CJK_GAP.sub("", " ".join(text.split()))
+
+
+def answer_tokens(text: str | None) -> list[str]:
+    """Tokens of a normalised answer: English words, single CJK characters, Latin words inside Chinese."""
+    return _TOKEN.findall(normalize_answer(text))
+
+
+def yes_no(text: str | None) -> str | None:
+    """``"yes"``, ``"no"``, or ``None`` when the answer does not start with a yes/no word (either language)."""
+    norm = normalize_answer(text)
+    if _NO.match(norm):
+        return "no"
+    if _YES.match(norm):
+        return "yes"
+    return None
+
+
+def closed_correct(prediction: str | None, answer: str) -> bool:
+    """A closed answer is right: same yes/no, or (non yes/no answers) the same normalised text."""
+    gold = yes_no(answer)
+    if gold is not None:
+        return yes_no(prediction) == gold
+    return normalize_answer(prediction) == normalize_answer(answer) != ""
+
+
+def open_recall_score(prediction: str | None, answer: str) -> float:
+    """Fraction of the answer's distinct tokens that the prediction contains (0.0 for an empty answer)."""
+    gold = set(answer_tokens(answer))
+    return len(gold & set(answer_tokens(prediction))) / len(gold) if gold else 0.0
+
+
+def token_f1_score(prediction: str | None, answer: str) -> float:
+    """SQuAD token F1 between a prediction and an answer (1.0 when both are empty)."""
+    pred, gold = answer_tokens(prediction), answer_tokens(answer)
+    if not pred or not gold:
+        return float(pred == gold)
+    common = sum((Counter(pred) & Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else 0.0
+
+
+def _pairs(predictions: Sequence[str | None], answers: Sequence[str]):
+    if len(predictions) != len(answers):
+        raise ValueError(f"got {len(predictions)} predictions but {len(answers)} answers")
+    return zip(predictions, answers)
+
+
+def closed_accuracy(predictions: Sequence[str | None], answers: Sequence[str]) -> float:
+    """Accuracy of closed (yes/no) answers; an unreadable prediction is wrong.
+
+    Args:
+        predictions: model answers (``None`` allowed).
+        answers: reference answers.
+    """
+    return _mean([float(closed_correct(p, a)) for p, a in _pairs(predictions, answers)])
+
+
+def open_recall(predictions: Sequence[str | None], answers: Sequence[str]) -> float:
+    """Mean open-answer recall (LLaVA-Med): fraction of reference tokens found in the prediction.
+
+    Args:
+        predictions: model answers (``None`` allowed).
+        answers: reference answers.
+    """
+    return _mean([open_recall_score(p, a) for p, a in _pairs(predictions, answers)])
+
+
+def token_f1(predictions: Sequence[str | None], answers: Sequence[str]) -> float:
+    """Mean SQuAD token F1.
+
+    Args:
+        predictions: model answers (``None`` allowed).
+        answers: reference answers.
+    """
+    return _mean([token_f1_score(p, a) for p, a in _pairs(predictions, answers)])
+
+
+def vqa_scores(prediction: str | None, answer: str, closed: bool) -> dict[str, float]:
+    """Per-sample VQA metrics, ready for :func:`medrega.metrics.summarize`.
+
+    Args:
+        prediction: the model answer.
+        answer: the reference answer.
+        closed: a closed (yes/no) question.
+
+    Returns:
+        ``{"closed_accuracy"}`` for closed questions, ``{"open_recall", "token_f1", "exact_match"}`` otherwise.
+    """
+    if closed:
+        return {"closed_accuracy": float(closed_correct(prediction, answer))}
+    return {
+        "open_recall": open_recall_score(prediction, answer),
+        "token_f1": token_f1_score(prediction, answer),
+        "exact_match": float(normalize_answer(prediction) == normalize_answer(answer)),
+    }
