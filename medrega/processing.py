@@ -44,6 +44,17 @@ CHAT_TEMPLATE = (
 IGNORE_INDEX = -100
 
 
+@dataclass
+class PreparedImages:
+    """Images ready for the model: ``pixel_values (N_crops, 3, S, S)``, the original ``(w, h)`` of each
+    image, the transform applied to each, and the placeholder tokens each image needs."""
+
+    pixel_values: torch.Tensor
+    sizes: list[tuple[int, int]]
+    transforms: list[ImageTransform]
+    token_runs: list[int]
+
+
 class SampleTooLongError(ValueError):
     """A sample that cannot fit ``max_length`` without cutting an image run or a region."""
 
@@ -90,6 +101,9 @@ class MedRegAProcessor(ProcessorMixin):
         resize_mode: ``"resize"`` or ``"letterbox"``.
         region_codec: the model's codec, e.g. ``{"type": "loc", "bins": 1000}``.
         max_length: token budget per sample for :meth:`encode_record`.
+        max_tiles: dynamic-resolution tiles per image (0: one resized image); each tile takes
+            ``num_image_tokens`` placeholders, the thumbnail included.
+        use_thumbnail: with tiles, add the whole image as a thumbnail.
     """
 
     def __init__(
@@ -103,6 +117,8 @@ class MedRegAProcessor(ProcessorMixin):
         resize_mode: str = "resize",
         region_codec: dict | None = None,
         max_length: int = 2048,
+        max_tiles: int = 0,
+        use_thumbnail: bool = True,
         **kwargs,
     ):
         self.image_size = int(image_size)
@@ -112,6 +128,8 @@ class MedRegAProcessor(ProcessorMixin):
         self.resize_mode = resize_mode
         self.region_codec = dict(region_codec or {"type": "loc", "bins": 1000})
         self.max_length = int(max_length)
+        self.max_tiles = int(max_tiles)
+        self.use_thumbnail = bool(use_thumbnail)
         self.codec = codec_from_config(self.region_codec)
         super().__init__(tokenizer, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
         missing = [t for t in (IM_START, IM_END, IMAGE_TOKEN, BOX_START, BOX_END, REF_START, REF_END) if t not in tokenizer.get_vocab()]
@@ -145,29 +163,33 @@ class MedRegAProcessor(ProcessorMixin):
             image_mean=config.image_mean,
             image_std=config.image_std,
             region_codec=config.region_codec,
+            max_tiles=config.max_tiles,
+            use_thumbnail=config.use_thumbnail,
             **kwargs,
         )
 
     # -- images -------------------------------------------------------------------------------
-    def load_images(self, images: Sequence) -> tuple[torch.Tensor, list[tuple[int, int]], list[ImageTransform]]:
-        """Load (path, PIL, numpy array or DICOM) and prepare images.
-
-        Returns:
-            ``pixel_values (N, 3, S, S)``, the original ``(width, height)`` of each image, and the
-            transform applied to each.
-        """
+    def load_images(self, images: Sequence) -> PreparedImages:
+        """Load (path, PIL, numpy array or DICOM) and prepare images; with ``max_tiles > 0`` each
+        image becomes InternVL-style tiles plus a thumbnail (boxes stay relative to the original)."""
         from medrega.data.images import load_image
+        from medrega.models.tiling import plan_tiles
 
-        canvases, sizes, transforms = [], [], []
+        canvases, sizes, transforms, tiles = [], [], [], []
         for source in images:
             loaded = load_image(source)
-            canvas, transform = prepare_image(loaded.image, self.image_size, self.resize_mode)
-            canvases.append(canvas)
+            crops = [loaded.image]
+            if self.max_tiles > 0:
+                plan = plan_tiles(loaded.original_size, self.image_size, self.max_tiles, self.use_thumbnail)
+                crops = [loaded.image.crop(tuple(round(v) for v in box)) for box in plan.boxes]
+            for crop in crops:
+                canvas, transform = prepare_image(crop, self.image_size, self.resize_mode)
+                canvases.append(canvas)
             sizes.append(loaded.original_size)
-            transforms.append(transform)
-        if not canvases:
-            return torch.zeros(0, 3, self.image_size, self.image_size), [], []
-        return to_tensor(canvases, self.image_mean, self.image_std), sizes, transforms
+            transforms.append(transform)  # the last crop: the whole image (thumbnail) when tiling
+            tiles.append(len(crops))
+        pixel_values = to_tensor(canvases, self.image_mean, self.image_std) if canvases else torch.zeros(0, 3, self.image_size, self.image_size)
+        return PreparedImages(pixel_values, sizes, transforms, [n * self.num_image_tokens for n in tiles])
 
     # -- text ---------------------------------------------------------------------------------
     def render(self, turns: Sequence[Turn | dict], add_generation_prompt: bool = False) -> str:
@@ -248,20 +270,20 @@ class MedRegAProcessor(ProcessorMixin):
         placeholders = sum(t.content.count(IMAGE_TOKEN) for t in turns)
         if placeholders != len(images):
             raise ValueError(f"{placeholders} {IMAGE_TOKEN} placeholder(s) but {len(images)} image(s)")
-        pixel_values, sizes, transforms = self.load_images(images)
+        prepared = self.load_images(images)
         if box_scale is not None and any(BOX_START in t.content for t in turns):
             source = TextBoxCodec(scale=box_scale)
-            turns = [Turn(t.role, source.transcode(t.content, sizes or [(1, 1)], self.codec)) for t in turns]
-        ids, labels = self._tokenize(self._segments(turns, add_generation_prompt), [self.num_image_tokens] * len(images))
+            turns = [Turn(t.role, source.transcode(t.content, prepared.sizes or [(1, 1)], self.codec)) for t in turns]
+        ids, labels = self._tokenize(self._segments(turns, add_generation_prompt), prepared.token_runs)
         limit = self.max_length if max_length is None else max_length
         if len(ids) > limit:
             ids, labels = self._truncate(ids, labels, limit)
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
-            "pixel_values": pixel_values,
-            "image_sizes": sizes,
-            "image_transforms": transforms,
+            "pixel_values": prepared.pixel_values,
+            "image_sizes": prepared.sizes,
+            "image_transforms": prepared.transforms,
         }
 
     def encode_record(self, record: Record, max_length: int | None = None) -> dict:
@@ -320,13 +342,11 @@ class MedRegAProcessor(ProcessorMixin):
             raise ValueError("text is required")
         texts = [text] if isinstance(text, str) else list(text)
         per_sample = self._images_per_sample(images, len(texts))
-        encoded = [
-            self._tokenize([(t, False)], [self.num_image_tokens] * t.count(IMAGE_TOKEN))[0] for t in texts
-        ]
         for i, (t, ims) in enumerate(zip(texts, per_sample)):
             if t.count(IMAGE_TOKEN) != len(ims):
                 raise ValueError(f"sample {i}: {t.count(IMAGE_TOKEN)} {IMAGE_TOKEN} placeholder(s) but {len(ims)} image(s)")
         loaded = [self.load_images(ims) for ims in per_sample]
+        encoded = [self._tokenize([(t, False)], prepared.token_runs)[0] for t, prepared in zip(texts, loaded)]
         side = padding_side or "left"
         width = max(len(ids) for ids in encoded)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -336,11 +356,11 @@ class MedRegAProcessor(ProcessorMixin):
             span = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
             input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
             attention[row, span] = 1
-        pixels = [p for p, _, _ in loaded if p.numel()]
+        pixels = [p.pixel_values for p in loaded if p.pixel_values.numel()]
         pixel_values = torch.cat(pixels) if pixels else torch.zeros(0, 3, self.image_size, self.image_size)
         batch = BatchFeature({"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixel_values})
-        batch.image_sizes = [sizes for _, sizes, _ in loaded]
-        batch.image_transforms = [tr for _, _, tr in loaded]
+        batch.image_sizes = [p.sizes for p in loaded]
+        batch.image_transforms = [p.transforms for p in loaded]
         return batch
 
     @staticmethod
