@@ -41,7 +41,7 @@ def _eval(args) -> int:
 def _assistant(args):
     from medrega.inference import Assistant
 
-    return Assistant.from_pretrained(args.model)
+    return Assistant.from_pretrained(args.model, max_new_tokens=args.max_new_tokens)
 
 
 def _finish(result, args) -> int:
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lang", default="en", choices=("en", "zh"))
         p.add_argument("--out", help="save the drawing (PNG)")
         p.add_argument("--json", action="store_true", help="print the full result as JSON")
+        p.add_argument("--max-new-tokens", type=int, default=256, help="generation budget")
         return p
 
     p = inference("detect", "find regions of phrases in an image (PNG/JPEG/DICOM)")

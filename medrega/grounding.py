@@ -224,7 +224,10 @@ class RegionCodec(ABC):
             boxes, problems = self._decode_body(body, sizes[index])
             if problems or not boxes:
                 return match.group(0)
-            return target.format_box(boxes, sizes, index)
+            try:
+                return target.format_box(boxes, sizes, index)
+            except B.BoxError:  # a box that collapses to a line cannot be written as a region
+                return match.group(0)
 
         return re.sub(r"<box>(.*?)</box>", rewrite, text, flags=re.S)
 

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -73,7 +75,13 @@ def _corpus() -> list[str]:
 
 
 def tiny_tokenizer(vocab_size: int = 2000):
-    """A byte-level BPE tokenizer trained on the bundled corpus, with chat and region tokens added."""
+    """A byte-level BPE tokenizer trained on the bundled corpus, with chat and region tokens added
+    (trained once per process; each call returns a fresh copy)."""
+    return copy.deepcopy(_trained_tokenizer(vocab_size))
+
+
+@functools.lru_cache(maxsize=2)
+def _trained_tokenizer(vocab_size: int):
     from medrega.processing import MedRegAProcessor
     from medrega.tokenization import train_bpe_tokenizer
 
