@@ -12,14 +12,14 @@ import torch
 
 from medrega import presets
 from medrega.data import load_records, pack_samples, pad_collate
-from medrega.data.phantoms import make_phantom_dataset
+from medrega.data.phantom_records import make_phantom_dataset
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-length", type=int, default=192, help="row length when packing")
     args = parser.parse_args()
     torch.manual_seed(0)
     model, processor = presets.build("tiny")

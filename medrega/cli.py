@@ -31,10 +31,11 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from medrega.evaluation import run_benchmark
+    from medrega.evaluation import load_eval_config, run_benchmark
+    from medrega.evaluation.config import EvalConfig
 
-    table = run_benchmark(args.model, args.data, args.out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit, config=args.config)
-    print(table)
+    overrides = {name: getattr(args, name) for name in EvalConfig.__dataclass_fields__ if getattr(args, name, None) is not None}
+    print(run_benchmark(config=load_eval_config(args.config, overrides)))
     return 0
 
 
@@ -87,14 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli_overrides(train)
     train.set_defaults(func=_train)
 
+    from medrega.evaluation.config import add_eval_arguments
+
     ev = sub.add_parser("eval", help="run benchmarks: predictions JSONL + metrics table (Markdown and JSON)")
-    ev.add_argument("--model", required=True, help="a model directory")
-    ev.add_argument("--data", nargs="+", required=True, help="benchmark files (medrega, MedRegA, Med-MAT, Med-MIM)")
-    ev.add_argument("--out", required=True, help="output directory")
-    ev.add_argument("--config", help="an eval config (eval/configs/*.yaml)")
-    ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--max-new-tokens", type=int, default=256)
-    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of each file")
+    ev.add_argument("--config", help="an eval config (eval/configs/*.yaml); flags override it")
+    add_eval_arguments(ev)
     ev.set_defaults(func=_eval)
 
     def inference(name: str, help_text: str):

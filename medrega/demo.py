@@ -22,7 +22,7 @@ from PIL import Image
 
 from medrega import presets
 from medrega.data import load_records
-from medrega.data.phantoms import make_phantom_dataset
+from medrega.data.phantom_records import make_phantom_dataset
 from medrega.grounding import Grounding
 from medrega.metrics import region_accuracy, region_match
 from medrega.tasks import TASKS
@@ -116,7 +116,8 @@ def run_demo(
         seconds_per_step = _calibrate(config, seed)
         steps = max(10, int(train_minutes * 60 / seconds_per_step))
         logger.info("%.2f s per step here: training %d steps in about %.1f minutes", seconds_per_step, steps, train_minutes)
-        config = TrainConfig(**{**config.to_dict(), "data": config.data, "max_steps": steps, "warmup_steps": min(30, steps // 10)})
+        # the schedule runs its full course; the time limit only guards against a much slower machine
+        config = TrainConfig(**{**config.to_dict(), "data": config.data, "max_steps": steps, "warmup_steps": min(30, steps // 10), "max_minutes": 1.5 * train_minutes})
 
     model, processor = presets.build("tiny", seed=seed)
     trainer = Trainer(config, model, processor, progress=progress)

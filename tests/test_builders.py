@@ -9,13 +9,10 @@ from medrega.data.builders import (
     classification_records,
     from_coco,
     mask_boxes,
-    read_iu_xray_reports,
-    read_lung_masks,
-    read_nih_boxes,
-    read_vindr_boxes,
     region_records,
     report_records,
 )
+from medrega.data.public_annotations import read_iu_xray_reports, read_lung_masks, read_nih_boxes, read_vindr_boxes
 from medrega.grounding import TextBoxCodec
 
 # the real annotation files ship inside the torchxrayvision wheel; found without importing it (and torch)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medrega import presets
-from medrega.data.phantoms import make_phantom_dataset
+from medrega.data.phantom_records import make_phantom_dataset
 from medrega.training import DataSource, TrainConfig, Trainer, load_config
 from medrega.training.checkpoint import CheckpointManager
 
@@ -117,3 +117,16 @@ def test_shipped_configs_are_valid(path):
     if config.deepspeed:
         ds = json.loads(Path(config.deepspeed).read_text())
         assert ds["zero_optimization"]["stage"] in (2, 3)
+
+
+def test_box_aware_augmentation_is_seeded_and_keeps_regions(phantoms, tmp_path):
+    trainer = _trainer(_config(phantoms, tmp_path, augment_crop_prob=1.0))
+    encoded = trainer.data.encoded
+    first, again = encoded[0], encoded[0]
+    assert torch.equal(first["input_ids"], again["input_ids"]) and torch.equal(first["pixel_values"], again["pixel_values"])
+    plain = trainer.processor.encode_record(trainer.data.mix[0])
+    assert not torch.equal(first["pixel_values"], plain["pixel_values"])  # the image was cropped
+    text = trainer.processor.tokenizer.decode(first["input_ids"], skip_special_tokens=True)
+    assert "<box>" in text
+    encoded.epoch = 1
+    assert not torch.equal(encoded[0]["pixel_values"], first["pixel_values"])  # a new crop next epoch

@@ -1,8 +1,9 @@
 """Records and data: loading and validation, images (incl. DICOM), indexed datasets, mixing,
 length-grouped sampling, padding / packing, box-aware augmentation and Med-MAT selection.
 
-Builders from annotations live in :mod:`medrega.data.builders`; synthetic phantoms in
-:mod:`medrega.data.phantoms`.
+Builders from annotations live in :mod:`medrega.data.builders`, readers for public annotation files in
+:mod:`medrega.data.public_annotations`; synthetic phantoms are drawn in :mod:`medrega.data.phantoms` and
+written as records by :mod:`medrega.data.phantom_records`.
 """
 
 from medrega.data.augment import BoxAugment, augment_record

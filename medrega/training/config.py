@@ -52,6 +52,8 @@ class TrainConfig:
         max_length: token budget per sample (prose is truncated, never images or regions).
         packing: pack samples into rows of ``max_length`` tokens (no padding, no cross-sample attention).
         group_by_length: batch samples of similar length together.
+        augment_crop_prob: chance of a box-aware random crop per image (boxes move with the image;
+            0 disables geometric augmentation).
         save_every: write a checkpoint every N optimizer steps (and at the end).
         keep_checkpoints: how many recent checkpoints to keep.
         precision: ``"auto"`` (bf16 where the hardware has it, else fp32), ``"bf16"`` or ``"fp32"``.
@@ -80,6 +82,7 @@ class TrainConfig:
     max_length: int = 2048
     packing: bool = False
     group_by_length: bool = True
+    augment_crop_prob: float = 0.0
     num_workers: int = 0
     save_every: int = 50
     keep_checkpoints: int = 2

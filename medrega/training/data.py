@@ -3,14 +3,16 @@ position, and a count of every sample skipped and why."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Iterator
 
 from torch.utils.data import DataLoader
 
+from medrega.data.augment import BoxAugment, augment_record
 from medrega.data.collate import pack_samples, pad_collate
 from medrega.data.dataset import JsonlDataset
-from medrega.data.images import ImageLoadError
+from medrega.data.images import ImageLoadError, load_image
 from medrega.data.mixing import MixedDataset
 from medrega.data.records import RecordError
 from medrega.data.sampling import LengthGroupedBatchSampler
@@ -23,20 +25,45 @@ _SKIPPABLE = (SampleTooLongError, ImageLoadError, RecordError)
 
 class EncodedDataset:
     """Records -> processed samples; a sample that cannot be used (too long, image missing or
-    corrupt, invalid record) becomes ``{"skipped": reason}`` so the loop can count it."""
+    corrupt, invalid record) becomes ``{"skipped": reason}`` so the loop can count it.
 
-    def __init__(self, records, processor, max_length: int):
+    Args:
+        records: a map-style dataset of records.
+        processor: encodes them.
+        max_length: token budget per sample.
+        augment: a :class:`~medrega.data.BoxAugment` applied to every image with its boxes, seeded by
+            ``(seed, epoch, index)`` so that a resumed run sees the same crops.
+        seed: the run's seed.
+    """
+
+    def __init__(self, records, processor, max_length: int, augment: BoxAugment | None = None, seed: int = 0):
         self.records = records
         self.processor = processor
         self.max_length = max_length
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def _augmented(self, record, index: int) -> dict:
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
+        images = [load_image(path).image for path in record.images]
+        for k in range(len(images)):
+            images[k], record, _ = augment_record(record, images[k], self.augment, rng, k)
+        try:
+            return self.processor.encode_conversation(record.conversation, images, box_scale=record.box_scale, max_length=self.max_length)
+        except SampleTooLongError as err:
+            raise SampleTooLongError(f"{record.location or record.id}: {err}") from None
+
     def __getitem__(self, index: int) -> dict:
         try:
             record = self.records[index]
-            sample = self.processor.encode_record(record, max_length=self.max_length)
+            if self.augment is not None and record.images:
+                sample = self._augmented(record, index)
+            else:
+                sample = self.processor.encode_record(record, max_length=self.max_length)
         except _SKIPPABLE as err:
             return {"skipped": f"{type(err).__name__}: {err}"}
         return {"input_ids": sample["input_ids"], "labels": sample["labels"], "pixel_values": sample["pixel_values"]}
@@ -60,7 +87,8 @@ class TrainData:
         ]
         self.datasets = [d for d, _ in parts]
         self.mix = MixedDataset(parts, seed=config.seed)
-        self.encoded = EncodedDataset(self.mix, processor, config.max_length)
+        augment = BoxAugment(crop_prob=config.augment_crop_prob) if config.augment_crop_prob > 0 else None
+        self.encoded = EncodedDataset(self.mix, processor, config.max_length, augment, config.seed)
         self.skip_counts: Counter = Counter()
         for dataset in self.datasets:
             self.skip_counts.update(f"{e.field}: {e.reason.split(':')[0]}" for e in dataset.skipped)
@@ -69,6 +97,7 @@ class TrainData:
 
     def _sampler(self) -> LengthGroupedBatchSampler:
         self.mix.set_epoch(self.epoch)
+        self.encoded.epoch = self.epoch
         lengths = self.mix.gather([d.byte_lengths for d in self.datasets])
         sampler = LengthGroupedBatchSampler(
             lengths,

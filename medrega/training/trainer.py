@@ -3,6 +3,7 @@ for a single process and for DeepSpeed ZeRO-2/3 launched with ``deepspeed``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -47,8 +48,8 @@ class Trainer:
             optimizer, scheduler, data position and RNG).
         progress: show a progress bar on the main process.
 
-    On a CPU the process flushes denormal floats to zero (``torch.set_flush_denormal``): without it
-    the optimizer's tiny second moments make every step many times slower.
+    On a CPU, training steps flush denormal floats to zero (``torch.set_flush_denormal``, restored
+    afterwards): without it the optimizer's tiny second moments make every step many times slower.
     """
 
     def __init__(self, config: TrainConfig, model=None, processor=None, resume: bool = False, progress: bool = True):
@@ -56,8 +57,6 @@ class Trainer:
         self.env: DistEnv = init_distributed(use_deepspeed=config.deepspeed is not None)
         self.out = Path(config.output_dir)
         self.progress = progress and self.env.is_main
-        if self.env.device.type == "cpu":
-            torch.set_flush_denormal(True)  # tiny Adam moments turn denormal and slow CPU steps ~20x
         torch.manual_seed(config.seed)
         self.dtype = pick_dtype(config.precision, self.env.device)
         self.model, self.processor = self.setup_model(model, processor)
@@ -113,6 +112,10 @@ class Trainer:
     # -- one optimizer step ---------------------------------------------------------------------
     def loss_step(self, micro_batches: list[dict]) -> tuple[float, int, int]:
         """One optimizer step over ``micro_batches`` (see :meth:`backward`)."""
+        with flush_denormals(self.env.device.type == "cpu"):
+            return self._loss_step(micro_batches)
+
+    def _loss_step(self, micro_batches: list[dict]) -> tuple[float, int, int]:
         loss, samples, tokens = self.backward(micro_batches)
         if self.engine is None:
             if self.config.max_grad_norm > 0:
@@ -252,6 +255,18 @@ class Trainer:
             self.processor.save_pretrained(directory)
         self.env.barrier()
         return directory
+
+
+@contextlib.contextmanager
+def flush_denormals(enabled: bool = True):
+    """Flush denormal floats to zero inside the block, then restore the previous setting."""
+    was_flushing = bool((torch.tensor([1e-38]) / 1e3).item() == 0.0)
+    if enabled:
+        torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_flushing)
 
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "pixel_values", "position_ids")

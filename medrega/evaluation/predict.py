@@ -1,0 +1,261 @@
+"""Batched, resumable generation: evaluation samples -> a predictions JSONL file.
+
+Design choices:
+
+* One JSON line per sample (:data:`FIELDS`): the raw output, the text without region markup, the
+  groundings parsed in original-image pixels (and the parser's ``problems``), the reference answer and
+  its groundings. Lines are appended and flushed after every batch.
+* Resume: lines already in the file are kept and their keys are not generated again. A line torn by
+  an interruption (no final newline, or not JSON) is dropped; skipped samples are checked again on
+  every run (an image may have been restored), so their lines are rewritten, never duplicated.
+* Prompts are every turn before the answer (so regional chain-of-thought keeps its first round),
+  rendered with the processor's chat template; text boxes of the records are rewritten into the
+  model's codec with the images' real sizes. Greedy decoding.
+* Batches hold samples of similar prompt length and image count (less padding). Images are loaded
+  one batch at a time; a sample whose image cannot be read is written as skipped, not raised.
+* ``constrained=True`` adds :class:`~medrega.inference.BoxConstraintLogitsProcessor`. It acts only inside
+  ``<box>``, so it changes the answers that write boxes (detection, grounded reports) and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from itertools import chain
+from pathlib import Path
+
+import torch
+from transformers import LogitsProcessorList
+
+from medrega.data.images import ImageLoadError, load_image
+from medrega.data.records import Record, Turn
+from medrega.evaluation.benchmarks import Sample, reference_turn
+from medrega.grounding import BOX_START, Grounding, LocTokenCodec, RegionCodec, TextBoxCodec
+
+__all__ = ["FIELDS", "predict", "prompt_turns", "read_predictions", "reference_groundings"]
+
+logger = logging.getLogger(__name__)
+
+FIELDS = (
+    "key", "id", "task", "lang", "dataset", "ability", "split", "triplet", "prompt",
+    "raw_output", "text", "groundings", "problems", "reference", "gt_groundings", "skipped",
+)  # fmt: skip
+
+
+_IDENTITY = ("task", "lang", "dataset", "ability", "split", "triplet")
+
+
+def read_predictions(path: str | Path) -> dict[str, dict]:
+    """Finished (not skipped) prediction lines of a file, by key; a torn or invalid line is ignored.
+
+    Args:
+        path: the predictions JSONL (a missing file gives ``{}``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]  # the last line was cut by an interruption
+    done: dict[str, dict] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("%s:%d: not valid JSON, predicted again", path, number)
+            continue
+        if isinstance(obj, dict) and "key" in obj and not obj.get("skipped"):
+            done[obj["key"]] = obj
+    return done
+
+
+def _dump(line: dict) -> str:
+    return json.dumps(line, ensure_ascii=False) + "\n"
+
+
+def _rewrite(path: Path, lines: Sequence[dict]) -> None:
+    """Replace the file with ``lines`` (atomically): drops torn lines and skipped samples' lines."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(_dump(line) for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def reference_groundings(record: Record, sizes: Sequence[tuple[int, int]] | None) -> list[Grounding]:
+    """The groundings of the answer to predict, in pixels.
+
+    Read from the answer's region markup with the real image sizes; an answer without markup keeps
+    the record's own ``groundings`` when it has a single answer (medrega files may carry them).
+
+    Args:
+        record: the record.
+        sizes: ``(width, height)`` of its images (``None`` when unknown).
+    """
+    end = reference_turn(record)
+    answer = record.conversation[end].content if end < len(record.conversation) else ""
+    if BOX_START in answer:
+        return list(TextBoxCodec(scale=record.box_scale).parse(answer, sizes)) if sizes else []
+    single = sum(t.role == "assistant" for t in record.conversation) == 1
+    return list(record.groundings) if single else []
+
+
+def prompt_turns(record: Record, sizes: Sequence[tuple[int, int]], codec: RegionCodec) -> list[Turn]:
+    """Every turn before the answer to predict, its text boxes rewritten into the model's codec.
+
+    Args:
+        record: the record (text boxes on ``0..record.box_scale``).
+        sizes: ``(width, height)`` of its images.
+        codec: the model's region codec (``processor.codec``).
+    """
+    source = TextBoxCodec(scale=record.box_scale)
+    turns = record.conversation[: reference_turn(record)]
+    return [Turn(t.role, source.transcode(t.content, sizes or [(1, 1)], codec) if BOX_START in t.content else t.content) for t in turns]
+
+
+def _base(sample: Sample) -> dict:
+    r = sample.record
+    line = dict.fromkeys(FIELDS)
+    line.update(key=sample.key, task=sample.task, dataset=sample.dataset, groundings=[], problems=[], gt_groundings=[])
+    if r is not None:
+        end = reference_turn(r)
+        question = next((t.content for t in reversed(r.conversation[:end]) if t.role == "user"), "")
+        line.update(
+            id=r.id,
+            lang=r.lang,
+            ability=sample.ability,
+            split=sample.split,
+            triplet=list(sample.triplet) if sample.triplet else None,
+            prompt=question,
+            reference=r.conversation[end].content if end < len(r.conversation) else "",
+        )
+    return line
+
+
+def _skipped(sample: Sample, reason: str) -> dict:
+    line = _base(sample)
+    line["skipped"] = reason
+    if sample.record is not None:
+        line["gt_groundings"] = [g.to_dict() for g in reference_groundings(sample.record, sample.record.image_sizes)]
+    return line
+
+
+class _Generator:
+    """``model.generate`` over a batch of samples whose images are loaded."""
+
+    def __init__(self, model, processor, max_new_tokens: int, constrained: bool, generate_kwargs: dict):
+        if constrained and not isinstance(processor.codec, LocTokenCodec):
+            raise ValueError(f"constrained decoding needs the loc-token codec; this processor uses {type(processor.codec).__name__}")
+        self.model, self.processor = model.eval(), processor
+        self.max_new_tokens, self.constrained, self.generate_kwargs = int(max_new_tokens), constrained, generate_kwargs
+        tok = processor.tokenizer
+        self.eos = [i for i in (processor.im_end_id, tok.eos_token_id) if i is not None]
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos[0]
+
+    def __call__(self, records: Sequence[Record], images: Sequence[list]) -> list:
+        """Decoded answers (:class:`~medrega.processing.Decoded`) of one batch."""
+        from medrega.inference.constrained import BoxConstraintLogitsProcessor
+
+        sizes = [[im.size for im in ims] for ims in images]
+        codec = self.processor.codec
+        prompts = [self.processor.render(prompt_turns(r, s, codec), add_generation_prompt=True) for r, s in zip(records, sizes)]
+        batch = self.processor(text=prompts, images=[list(ims) for ims in images], return_tensors="pt")
+        device = next(self.model.parameters()).device
+        inputs = {k: v.to(device) for k, v in batch.items()}
+        if inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        length = inputs["input_ids"].shape[1]
+        processors = LogitsProcessorList()
+        if self.constrained:
+            n_images = [len(ims) for ims in images]
+            processors.append(BoxConstraintLogitsProcessor.from_processor(self.processor, n_images=n_images, max_length=length + self.max_new_tokens))
+        options = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "eos_token_id": self.eos, "pad_token_id": self.pad, **self.generate_kwargs}
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, logits_processor=processors, **options)
+        return self.processor.post_process(out[:, length:].cpu(), batch.image_sizes)  # (B, new tokens)
+
+
+def _load(sample: Sample) -> tuple[list | None, str | None]:
+    try:
+        return [load_image(p).image for p in sample.record.images], None
+    except (ImageLoadError, ValueError) as err:
+        return None, f"image not readable: {err}"
+
+
+def _predict_batch(generator: _Generator, batch: Sequence[Sample]) -> list[dict]:
+    """Prediction lines of one batch; samples whose images do not load come back skipped."""
+    chunk, images, lines = [], [], []
+    for sample in batch:
+        loaded, reason = _load(sample)
+        if loaded is None:
+            lines.append(_skipped(sample, reason))
+        else:
+            chunk.append(sample)
+            images.append(loaded)
+    decoded = generator([s.record for s in chunk], images) if chunk else []
+    for sample, ims, d in zip(chunk, images, decoded, strict=True):
+        gt = reference_groundings(sample.record, [im.size for im in ims])
+        line = _base(sample)
+        line.update(raw_output=d.raw_text, text=d.text, groundings=[g.to_dict() for g in d.groundings], problems=list(d.groundings.problems), gt_groundings=[g.to_dict() for g in gt])
+        lines.append(line)
+    return lines
+
+
+def predict(
+    model,
+    processor,
+    samples: Sequence[Sample],
+    path: str | Path,
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    constrained: bool = False,
+    progress: bool = True,
+    generate_kwargs: dict | None = None,
+) -> list[dict]:
+    """Generate the answers of ``samples`` into ``path``, resuming from the lines already there.
+
+    Args:
+        model: a :class:`~medrega.MedRegAForConditionalGeneration` (on its device).
+        processor: its :class:`~medrega.MedRegAProcessor`.
+        samples: from :func:`~medrega.evaluation.benchmarks.load_benchmarks`.
+        path: the predictions JSONL (created, or resumed).
+        batch_size: samples per ``generate`` call.
+        max_new_tokens: generation budget per answer.
+        constrained: constrain boxes to well-formed loc-token groups (needs the loc-token codec).
+        progress: show a progress bar over samples.
+        generate_kwargs: more ``model.generate`` options (e.g. ``num_beams``).
+
+    Returns:
+        One line per sample, in the order of ``samples`` (skipped ones carry ``"skipped"``).
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_predictions(path)
+    generator = _Generator(model, processor, max_new_tokens, constrained, dict(generate_kwargs or {}))
+    _rewrite(path, list(done.values()))
+    pending = [s for s in samples if s.key not in done]
+    if done:
+        logger.info("%s: %d prediction(s) kept, %d to go", path, len(samples) - len(pending), len(pending))
+    results = {}
+    for sample in samples:  # kept lines take the current names (a config may rename a dataset)
+        if sample.key in done:
+            base = _base(sample)
+            results[sample.key] = {**done[sample.key], **{k: base[k] for k in _IDENTITY}}
+    ready = [s for s in pending if s.skip is None]
+    ready.sort(key=lambda s: (len(s.record.images), sum(len(t.content) for t in s.record.conversation[: reference_turn(s.record)])))
+    with open(path, "a", encoding="utf-8") as out, tqdm(total=len(samples), initial=len(results), desc="eval", disable=not progress, unit="sample") as bar:
+        generated = (_predict_batch(generator, ready[i : i + batch_size]) for i in range(0, len(ready), batch_size))
+        for lines in chain([[_skipped(s, s.skip) for s in pending if s.skip is not None]], generated):  # lazily, batch by batch
+            results.update((line["key"], line) for line in lines)
+            out.write("".join(_dump(line) for line in lines))
+            out.flush()
+            bar.update(len(lines))
+    return [results[s.key] for s in samples]
