@@ -1,15 +1,30 @@
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+def _find_fixtures() -> Path | None:
+    """Real-format sample files: $MEDREGA_FIXTURES, else ``shared/fixtures`` beside the checkout
+    (or beside any of its parent folders), else /work/shared/fixtures."""
+    if os.environ.get("MEDREGA_FIXTURES"):
+        return Path(os.environ["MEDREGA_FIXTURES"])
+    for parent in ROOT.parents:
+        if (parent / "shared" / "fixtures").is_dir():
+            return parent / "shared" / "fixtures"
+    fallback = Path("/work/shared/fixtures")
+    return fallback if fallback.is_dir() else None
+
+
+FIXTURES = _find_fixtures()
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"team fixtures not found at {FIXTURES}")
+    if FIXTURES is None or not FIXTURES.is_dir():
+        pytest.fail("real-format fixtures not found: set MEDREGA_FIXTURES to the shared/fixtures folder")
     return FIXTURES
 
 

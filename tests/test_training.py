@@ -130,3 +130,20 @@ def test_box_aware_augmentation_is_seeded_and_keeps_regions(phantoms, tmp_path):
     assert "<box>" in text
     encoded.epoch = 1
     assert not torch.equal(encoded[0]["pixel_values"], first["pixel_values"])  # a new crop next epoch
+
+
+def test_lora_checkpointing_and_module_learning_rates(phantoms, tmp_path):
+    config = _config(phantoms, tmp_path, stage="instruction", lora_r=4, gradient_checkpointing=True, max_steps=2,
+                     lr=1e-3, lr_projector=5e-3, lr_vision=1e-5)
+    trainer = _trainer(config)
+    rates = {group["name"].split("_")[0]: group["initial_lr"] for group in trainer.optimizer.param_groups}
+    assert rates["projector"] == 5e-3 and rates["language"] == 1e-3 and "vision" not in rates  # vision frozen
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert any("lora" in n for n in trainable) and not any(n.startswith("vision_tower") for n in trainable)
+    result = trainer.train()
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
+    exported = trainer.export(tmp_path / "merged")
+    from medrega import MedRegAForConditionalGeneration
+
+    merged = MedRegAForConditionalGeneration.from_pretrained(exported)
+    assert not any("lora" in n for n in merged.state_dict())
