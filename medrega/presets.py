@@ -127,6 +127,7 @@ def build(name: str = "tiny", seed: int = 0, **config_overrides):
     if codec.get("type", "loc") == "loc":
         loc_ids = [tokenizer.convert_tokens_to_ids(f"<loc_{k}>") for k in range(codec.get("bins", 1000))]
         ordinal_init_(model, loc_ids)
+    sincos_position_init_(model.vision_tower.model)
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, MedRegAProcessor.from_model_config(config, tokenizer)
@@ -152,6 +153,27 @@ def ordinal_init_(model, loc_ids: list[int]) -> None:
         code = torch.nn.functional.pad(code, (0, dim - code.shape[1]))
         code = code / code.std() * weight.std()
         weight[torch.tensor(loc_ids)] = code.to(weight.dtype)
+
+
+@torch.no_grad()
+def sincos_position_init_(vit) -> None:
+    """Start a randomly initialised timm ViT's learned position embeddings at the fixed 2-D sin-cos
+    code (as MAE does), so that patch features know where they are from the first step.
+
+    Args:
+        vit: a timm ``VisionTransformer`` (prefix tokens keep their random init).
+    """
+    cols, rows = vit.patch_embed.grid_size
+    dim = vit.pos_embed.shape[-1]
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)  # (dim/4,)
+    y, x = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
+    angles_x = x.reshape(-1, 1) * omega  # (rows*cols, dim/4)
+    angles_y = y.reshape(-1, 1) * omega
+    code = torch.cat([angles_x.sin(), angles_x.cos(), angles_y.sin(), angles_y.cos()], dim=1)  # (rows*cols, 4*(dim/4))
+    code = torch.nn.functional.pad(code, (0, dim - code.shape[1]))
+    prefix = vit.pos_embed.shape[1] - rows * cols
+    vit.pos_embed[0, prefix:] = code * vit.pos_embed[0, prefix:].std() / code.std()
 
 
 def build_from_parts(name: str, vision: str, language_model: str, **kwargs):

@@ -2,14 +2,13 @@
 
 from pathlib import Path
 
-import pytest
-
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "quickstart.ipynb"
 
 
 def test_quickstart_notebook_executes_and_draws(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
+
     monkeypatch.delenv("MEDREGA_MODEL", raising=False)  # the tiny preset, not a trained model
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # "python3" is ipykernel's own spec: the kernel runs this interpreter, so this environment
