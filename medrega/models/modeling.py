@@ -13,16 +13,18 @@ building from pretrained parts in :mod:`.parts`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import make_dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
+from transformers.utils import can_return_tuple
 
 from medrega.models import parts, stages
+from medrega.models.compat import CACHE_NAME, pop_cache
 from medrega.models.configuration import MedRegAConfig
 from medrega.models.projector import MultiModalProjector
 from medrega.models.vision import VisionTower
@@ -32,19 +34,24 @@ __all__ = ["MedRegAPreTrainedModel", "MedRegAForConditionalGeneration", "MedRegA
 IGNORE_INDEX = -100
 
 
-@dataclass
-class MedRegAOutput(ModelOutput):
-    """Output of :meth:`MedRegAForConditionalGeneration.forward`.
+_OUTPUT_DOC = """Output of :meth:`MedRegAForConditionalGeneration.forward`.
 
-    ``logits`` is ``None`` when ``labels`` are given (the loss builds logits only where labels are set).
-    """
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.Tensor] | None = None
-    attentions: tuple[torch.Tensor] | None = None
-    image_hidden_states: torch.Tensor | None = None
+With ``labels`` in training mode ``logits`` is ``None``: the loss builds logits only where labels
+are set. The KV cache is named as the installed transformers names it (``cache`` or ``past_key_values``).
+"""
+MedRegAOutput = make_dataclass(
+    "MedRegAOutput",
+    [
+        ("loss", torch.Tensor | None, None),
+        ("logits", torch.Tensor | None, None),
+        (CACHE_NAME, Cache | None, None),
+        ("hidden_states", tuple[torch.Tensor] | None, None),
+        ("attentions", tuple[torch.Tensor] | None, None),
+        ("image_hidden_states", torch.Tensor | None, None),
+    ],
+    bases=(ModelOutput,),
+    namespace={"__module__": __name__, "__doc__": _OUTPUT_DOC},
+)
 
 
 class MedRegAPreTrainedModel(PreTrainedModel):
@@ -53,7 +60,7 @@ class MedRegAPreTrainedModel(PreTrainedModel):
     base_model_prefix = ""
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -111,13 +118,26 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
         self.language_model.set_output_embeddings(value)
 
     # -- images ------------------------------------------------------------------------------------
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, S, S)`` images (or tiles) -> ``(N, num_image_tokens, text_hidden)`` projected features."""
+    @can_return_tuple
+    def get_image_features(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs) -> BaseModelOutputWithPooling:
+        """Encode and project images (or tiles), as transformers' LLaVA does.
+
+        Args:
+            pixel_values: ``(N, 3, S, S)`` images.
+            output_hidden_states: also return the vision tower's hidden states (Hugging Face towers).
+            return_dict: ``False`` returns the output as a tuple.
+
+        Returns:
+            ``BaseModelOutputWithPooling``: ``pooler_output`` the projected features
+            ``(N, num_image_tokens, text_hidden)``, ``last_hidden_state`` the selected vision features
+            ``(N, tokens, vision_hidden)``, ``hidden_states`` when asked for.
+        """
         dtype = next(self.projector.parameters()).dtype
-        features = self.projector(self.vision_tower(pixel_values.to(dtype)))
+        vision = self.vision_tower(pixel_values.to(dtype), output_hidden_states=bool(output_hidden_states))
+        features = self.projector(vision.last_hidden_state)
         if features.shape[1] != self.config.num_image_tokens:
             raise ValueError(f"the vision tower and projector give {features.shape[1]} tokens per image, config.num_image_tokens is {self.config.num_image_tokens}")
-        return features
+        return BaseModelOutputWithPooling(last_hidden_state=vision.last_hidden_state, pooler_output=features, hidden_states=vision.hidden_states)
 
     def _check_placeholders(self, is_image: torch.Tensor, num_images: int) -> None:
         """Raise when placeholders and images disagree; ``is_image`` is ``(B, T)``. One host sync."""
@@ -144,28 +164,36 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
             f"(placeholder runs per sample 0..{len(counts_list) - 1}: {[c // per_image for c in counts_list]})"
         )
 
-    def _embed(self, input_ids, inputs_embeds, pixel_values, past_key_values):
+    def _placeholder_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` positions of ``<image>`` placeholders; from ``inputs_embeds`` (rows equal to the
+        placeholder's embedding) when no ids are given, as LLaVA does."""
+        if self.config.image_token_id is None:
+            raise ValueError("config.image_token_id is not set; it must name the tokenizer's <image> token")
+        if input_ids is not None:
+            return input_ids == self.config.image_token_id
+        token = torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
+        return (inputs_embeds == self.get_input_embeddings()(token)).all(-1)
+
+    def _embed(self, input_ids, inputs_embeds, pixel_values, prefill: bool):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
         if pixel_values is None and not prefill:
             return inputs_embeds, None  # decoding step: images were consumed at prefill
-        if input_ids is None:
-            if pixel_values is not None:
-                raise ValueError("pixel_values need input_ids to find the <image> placeholders")
-            return inputs_embeds, None
-        is_image = input_ids == self.config.image_token_id  # (B, T)
+        if pixel_values is None and input_ids is None:
+            return inputs_embeds, None  # text embeddings only
+        is_image = self._placeholder_mask(input_ids, inputs_embeds)  # (B, T)
         num_images = 0 if pixel_values is None else pixel_values.shape[0]
         self._check_placeholders(is_image, num_images)
         if num_images == 0:
             return inputs_embeds, None
-        features = self.get_image_features(pixel_values)  # (N, n, H)
+        features = self.get_image_features(pixel_values).pooler_output  # (N, n, H)
         flat = features.reshape(-1, features.shape[-1]).to(inputs_embeds.dtype)  # (N*n, H)
         return inputs_embeds.masked_scatter(is_image.unsqueeze(-1), flat), features
 
     # -- forward -----------------------------------------------------------------------------------
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -173,14 +201,14 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
         pixel_values: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         num_items_in_batch: int | torch.Tensor | None = None,
+        return_logits: bool | None = None,
         **kwargs,
     ) -> MedRegAOutput:
-        """Embed, scatter image features, run the language model; loss or logits.
+        """Embed, scatter image features, run the language model; loss and/or logits.
 
         Args:
             input_ids: ``(B, T)`` token ids with ``num_image_tokens`` placeholders per image.
@@ -189,38 +217,45 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
             pixel_values: ``(N, 3, S, S)`` images of the whole batch, in sample order.
             labels: ``(B, T)`` targets aligned with ``input_ids`` (shifted inside); ``-100`` is ignored.
             position_ids: ``(B, T)`` positions (packed sequences restart at 0).
-            past_key_values: KV cache (generation).
-            inputs_embeds: ``(B, T, H)`` instead of ``input_ids`` (text only).
+            inputs_embeds: ``(B, T, H)`` instead of ``input_ids``; with ``pixel_values`` the placeholders
+                are the rows equal to the ``<image>`` embedding.
             use_cache: return a KV cache.
-            logits_to_keep: without labels, compute logits for only the last ``k`` positions (0: all).
+            logits_to_keep: compute logits for only the last ``k`` positions (0: all).
             num_items_in_batch: when given, the loss is the sum of token losses divided by it
                 (label tokens across micro-batches); otherwise the mean over label tokens.
+            return_logits: with ``labels``, also return logits. Default: only in eval mode, so that
+                ``Trainer.evaluate`` receives logits; training builds logits only at labelled positions.
+            cache / past_key_values: KV cache (generation), under either name.
+            return_dict: ``False`` returns a tuple.
         """
-        inputs_embeds, features = self._embed(input_ids, inputs_embeds, pixel_values, past_key_values)
+        cache = pop_cache(kwargs)
+        prefill = cache is None or cache.get_seq_length() == 0
+        inputs_embeds, features = self._embed(input_ids, inputs_embeds, pixel_values, prefill)
         if use_cache is None and labels is not None:
             use_cache = False  # training needs no cache (and packed rows get their block mask only without one)
         outputs = self.language_model.get_decoder()(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            return_dict=True,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         hidden = outputs.last_hidden_state  # (B, T, H)
         loss = logits = None
         if labels is not None:
             loss = self._label_loss(hidden, labels, num_items_in_batch)
-        else:
+        if labels is None or (not self.training if return_logits is None else return_logits):
             keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
             logits = self.get_output_embeddings()(hidden[:, keep, :])
         return MedRegAOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=features,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
 
     def _label_loss(self, hidden: torch.Tensor, labels: torch.Tensor, num_items_in_batch) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The vision tower: a timm backbone or a Hugging Face vision model behind one interface.
 
-``VisionTower(pixel_values)`` returns patch features ``(num_images, tokens, hidden)`` of the layer
+``VisionTower(pixel_values).last_hidden_state`` holds patch features ``(num_images, tokens, hidden)`` of the layer
 ``config.vision_feature_layer``; with the ``"default"`` strategy the tower's prefix tokens (CLS,
 registers) are dropped, as ``LlavaForConditionalGeneration`` does for CLIP.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedConfig
+from transformers.modeling_outputs import BaseModelOutput
 
 from medrega.models.configuration import TimmVisionConfig
 
@@ -63,15 +64,19 @@ class VisionTower(nn.Module):
             self.hidden_size = vision_config.hidden_size
             self.num_prefix_tokens = None  # found from the sequence length at run time
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, S, S)`` images -> ``(N, tokens, hidden)`` features."""
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> BaseModelOutput:
+        """``(N, 3, S, S)`` images -> ``last_hidden_state (N, tokens, hidden)``, the selected features.
+
+        ``hidden_states`` holds every layer of a Hugging Face tower when ``output_hidden_states``
+        (timm towers return ``None`` there).
+        """
         if self.is_timm:
-            return self._timm_features(pixel_values)
+            return BaseModelOutput(last_hidden_state=self._timm_features(pixel_values))
         out = self.model(pixel_values, output_hidden_states=True, return_dict=True)
         feats = out.hidden_states[self.feature_layer]  # (N, prefix + patches, C)
         if not self.keep_prefix:
             feats = feats[:, self._hf_prefix(pixel_values, feats.shape[1]) :]
-        return feats
+        return BaseModelOutput(last_hidden_state=feats, hidden_states=out.hidden_states if output_hidden_states else None)
 
     def _hf_prefix(self, pixel_values: torch.Tensor, length: int) -> int:
         patch = getattr(self.model.config, "patch_size", None)
@@ -99,5 +104,5 @@ def vision_token_count(config) -> int:
     side = config.image_size
     with torch.device("meta"):
         tower = VisionTower(config.vision_config, config.vision_feature_layer, config.vision_feature_select_strategy)
-        feats = tower(torch.empty(1, 3, side, side))
+        feats = tower(torch.empty(1, 3, side, side)).last_hidden_state
     return feats.shape[1]
