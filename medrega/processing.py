@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import BatchFeature, ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs, Unpack
 
 from medrega.data.records import Record, Turn
 from medrega.grounding import (
@@ -28,31 +29,28 @@ from medrega.grounding import (
     RegionCodec,
     TextBoxCodec,
 )
-from medrega.image_transforms import ImageTransform, prepare_image, to_tensor
+from medrega.image_processing import MedRegAImageProcessor, PreparedImages
 
-__all__ = ["MedRegAProcessor", "SampleTooLongError", "Decoded", "CHAT_TEMPLATE", "IM_START", "IM_END", "codec_from_config"]
+__all__ = ["MedRegAProcessor", "MedRegAImageProcessor", "SampleTooLongError", "Decoded", "CHAT_TEMPLATE", "IM_START", "IM_END", "codec_from_config"]
 
 logger = logging.getLogger(__name__)
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '<image>\n' }}{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+"""ChatML. A message's ``content`` is a string with ``<image>`` placeholders (medrega records) or a
+Hugging Face content list (``{"type": "image"}`` becomes ``<image>`` and a line break, ``{"type": "text"}``
+its text)."""
 IGNORE_INDEX = -100
-
-
-@dataclass
-class PreparedImages:
-    """Images ready for the model: ``pixel_values (N_crops, 3, S, S)``, the original ``(w, h)`` of each
-    image, the transform applied to each, and the placeholder tokens each image needs."""
-
-    pixel_values: torch.Tensor
-    sizes: list[tuple[int, int]]
-    transforms: list[ImageTransform]
-    token_runs: list[int]
 
 
 class SampleTooLongError(ValueError):
@@ -88,59 +86,64 @@ def codec_from_config(spec: dict | None) -> RegionCodec:
     raise ValueError(f"unknown region codec type {kind!r} (expected 'loc' or 'text')")
 
 
+class MedRegAProcessorKwargs(ProcessingKwargs, total=False):
+    """Call arguments: ``text_kwargs`` takes ``padding_side`` (``"left"`` by default, for generation)
+    and every call takes ``return_tensors``."""
+
+
 class MedRegAProcessor(ProcessorMixin):
     """Prepare MedRegA inputs, called like transformers' processors.
 
     Args:
+        image_processor: a :class:`~medrega.image_processing.MedRegAImageProcessor` (built from
+            ``image_size``, ``image_mean``, ... in ``kwargs`` when ``None``).
         tokenizer: a Hugging Face tokenizer that already holds the chat and region tokens
             (see :meth:`prepare_tokenizer`).
-        chat_template: Jinja chat template (ChatML by default), saved with the processor.
-        image_size: side of the square image the vision tower takes.
-        num_image_tokens: placeholder tokens per image (the model's ``config.num_image_tokens``).
-        image_mean, image_std: per-channel normalisation.
-        resize_mode: ``"resize"`` or ``"letterbox"``.
+        chat_template: Jinja chat template (:data:`CHAT_TEMPLATE` by default), saved with the processor.
+        num_image_tokens: placeholder tokens per image or tile (the model's ``config.num_image_tokens``).
         region_codec: the model's codec, e.g. ``{"type": "loc", "bins": 1000}``.
         max_length: token budget per sample for :meth:`encode_record`.
-        max_tiles: dynamic-resolution tiles per image (0: one resized image); each tile takes
-            ``num_image_tokens`` placeholders, the thumbnail included.
-        use_thumbnail: with tiles, add the whole image as a thumbnail.
+        **kwargs: image settings when ``image_processor`` is ``None``.
     """
+
+    valid_processor_kwargs = MedRegAProcessorKwargs
 
     def __init__(
         self,
+        image_processor: MedRegAImageProcessor | None = None,
         tokenizer=None,
         chat_template: str | None = None,
-        image_size: int = 224,
         num_image_tokens: int = 64,
-        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
-        image_std: Sequence[float] = (0.5, 0.5, 0.5),
-        resize_mode: str = "resize",
         region_codec: dict | None = None,
         max_length: int = 2048,
-        max_tiles: int = 0,
-        use_thumbnail: bool = True,
         **kwargs,
     ):
-        self.image_size = int(image_size)
+        if tokenizer is None:
+            raise ValueError("MedRegAProcessor needs a tokenizer")
+        if image_processor is None:
+            image_processor = MedRegAImageProcessor(**kwargs)
+        elif kwargs:
+            raise TypeError(f"image settings {sorted(kwargs)} belong to the image processor that was given")
         self.num_image_tokens = int(num_image_tokens)
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
-        self.resize_mode = resize_mode
         self.region_codec = dict(region_codec or {"type": "loc", "bins": 1000})
         self.max_length = int(max_length)
-        self.max_tiles = int(max_tiles)
-        self.use_thumbnail = bool(use_thumbnail)
         self.codec = codec_from_config(self.region_codec)
-        super().__init__(tokenizer, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
         missing = [t for t in (IM_START, IM_END, IMAGE_TOKEN, BOX_START, BOX_END, REF_START, REF_END) if t not in tokenizer.get_vocab()]
         if missing:
             raise ValueError(f"tokenizer lacks {missing}; call MedRegAProcessor.prepare_tokenizer(tokenizer) first")
+        self.image_token = IMAGE_TOKEN
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
         self._protect = (
             (tokenizer.convert_tokens_to_ids(BOX_START), tokenizer.convert_tokens_to_ids(BOX_END)),
             (tokenizer.convert_tokens_to_ids(REF_START), tokenizer.convert_tokens_to_ids(REF_END)),
         )
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square image the vision tower takes."""
+        return self.image_processor.image_size
 
     # -- construction -------------------------------------------------------------------------
     @staticmethod
@@ -156,40 +159,23 @@ class MedRegAProcessor(ProcessorMixin):
     @classmethod
     def from_model_config(cls, config, tokenizer, **kwargs) -> MedRegAProcessor:
         """A processor matching a :class:`~medrega.MedRegAConfig` (image size, tokens per image, codec)."""
-        return cls(
-            tokenizer,
+        image_settings = {key: kwargs.pop(key) for key in ("resize_mode",) if key in kwargs}
+        images = MedRegAImageProcessor(
             image_size=config.image_size,
-            num_image_tokens=config.num_image_tokens,
             image_mean=config.image_mean,
             image_std=config.image_std,
-            region_codec=config.region_codec,
             max_tiles=config.max_tiles,
             use_thumbnail=config.use_thumbnail,
-            **kwargs,
+            **image_settings,
         )
+        return cls(images, tokenizer, num_image_tokens=config.num_image_tokens, region_codec=config.region_codec, **kwargs)
 
     # -- images -------------------------------------------------------------------------------
-    def load_images(self, images: Sequence) -> PreparedImages:
-        """Load (path, PIL, numpy array or DICOM) and prepare images; with ``max_tiles > 0`` each
-        image becomes InternVL-style tiles plus a thumbnail (boxes stay relative to the original)."""
-        from medrega.data.images import load_image
-        from medrega.models.tiling import plan_tiles
-
-        canvases, sizes, transforms, tiles = [], [], [], []
-        for source in images:
-            loaded = load_image(source)
-            crops = [loaded.image]
-            if self.max_tiles > 0:
-                plan = plan_tiles(loaded.original_size, self.image_size, self.max_tiles, self.use_thumbnail)
-                crops = [loaded.image.crop(tuple(round(v) for v in box)) for box in plan.boxes]
-            for crop in crops:
-                canvas, transform = prepare_image(crop, self.image_size, self.resize_mode)
-                canvases.append(canvas)
-            sizes.append(loaded.original_size)
-            transforms.append(transform)  # the last crop: the whole image (thumbnail) when tiling
-            tiles.append(len(crops))
-        pixel_values = to_tensor(canvases, self.image_mean, self.image_std) if canvases else torch.zeros(0, 3, self.image_size, self.image_size)
-        return PreparedImages(pixel_values, sizes, transforms, [n * self.num_image_tokens for n in tiles])
+    def load_images(self, images: Sequence) -> tuple[PreparedImages, list[int]]:
+        """Prepare ``images`` with the image processor; also the placeholder tokens each image needs
+        (``num_image_tokens`` per crop: every tile and the thumbnail)."""
+        prepared = self.image_processor.prepare(images)
+        return prepared, [n * self.num_image_tokens for n in prepared.crops]
 
     # -- text ---------------------------------------------------------------------------------
     def render(self, turns: Sequence[Turn | dict], add_generation_prompt: bool = False) -> str:
@@ -270,11 +256,11 @@ class MedRegAProcessor(ProcessorMixin):
         placeholders = sum(t.content.count(IMAGE_TOKEN) for t in turns)
         if placeholders != len(images):
             raise ValueError(f"{placeholders} {IMAGE_TOKEN} placeholder(s) but {len(images)} image(s)")
-        prepared = self.load_images(images)
+        prepared, runs = self.load_images(images)
         if box_scale is not None and any(BOX_START in t.content for t in turns):
             source = TextBoxCodec(scale=box_scale)
             turns = [Turn(t.role, source.transcode(t.content, prepared.sizes or [(1, 1)], self.codec)) for t in turns]
-        ids, labels = self._tokenize(self._segments(turns, add_generation_prompt), prepared.token_runs)
+        ids, labels = self._tokenize(self._segments(turns, add_generation_prompt), runs)
         limit = self.max_length if max_length is None else max_length
         if len(ids) > limit:
             ids, labels = self._truncate(ids, labels, limit)
@@ -323,44 +309,53 @@ class MedRegAProcessor(ProcessorMixin):
         return ids[:cut] + [self.im_end_id], labels[:cut] + [self.im_end_id]
 
     # -- transformers-style call ----------------------------------------------------------------
-    def __call__(self, images=None, text=None, return_tensors: str | None = "pt", padding_side: str | None = None, **kwargs) -> BatchFeature:
+    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs: Unpack[MedRegAProcessorKwargs]) -> BatchFeature:
         """Tokenise prompts that contain ``<image>`` placeholders and prepare their images.
 
         Args:
             images: per sample a list of images (path, PIL, numpy, DICOM); a sample may have none.
                 For one sample, a flat list or a single image is accepted.
-            text: a prompt or a list of prompts (e.g. from :meth:`render`).
-            return_tensors: ``"pt"``.
+            text: a prompt or a list of prompts (e.g. from :meth:`render` or ``apply_chat_template``).
+            return_tensors: ``"pt"``, ``"np"`` or ``None`` (Python lists, numpy ``pixel_values``).
             padding_side: ``"left"`` (default, for generation) or ``"right"``.
 
         Returns:
-            A ``BatchFeature`` with ``input_ids``, ``attention_mask`` and ``pixel_values`` (all
-            images of the batch in order); ``.image_sizes`` (original sizes per sample) and
-            ``.image_transforms`` are attributes, not model inputs.
+            A ``BatchFeature`` with ``input_ids``, ``attention_mask`` (padded to the longest prompt)
+            and, when there are images, ``pixel_values`` (all images of the batch in order);
+            ``.image_sizes`` (original sizes per sample) and ``.image_transforms`` are attributes,
+            not model inputs.
         """
         if text is None:
             raise ValueError("text is required")
+        if videos is not None or audio is not None:
+            raise ValueError("MedRegA takes images and text only")
+        options = self._merge_kwargs(MedRegAProcessorKwargs, tokenizer_init_kwargs={}, **kwargs)
+        return_tensors = options["text_kwargs"].get("return_tensors")
+        side = options["text_kwargs"].get("padding_side") or "left"
+        if side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
         texts = [text] if isinstance(text, str) else list(text)
         per_sample = self._images_per_sample(images, len(texts))
         for i, (t, ims) in enumerate(zip(texts, per_sample)):
             if t.count(IMAGE_TOKEN) != len(ims):
                 raise ValueError(f"sample {i}: {t.count(IMAGE_TOKEN)} {IMAGE_TOKEN} placeholder(s) but {len(ims)} image(s)")
         loaded = [self.load_images(ims) for ims in per_sample]
-        encoded = [self._tokenize([(t, False)], prepared.token_runs)[0] for t, prepared in zip(texts, loaded)]
-        side = padding_side or "left"
+        encoded = [self._tokenize([(t, False)], runs)[0] for t, (_, runs) in zip(texts, loaded)]
         width = max(len(ids) for ids in encoded)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            span = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
-            input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
-            attention[row, span] = 1
-        pixels = [p.pixel_values for p in loaded if p.pixel_values.numel()]
-        pixel_values = torch.cat(pixels) if pixels else torch.zeros(0, 3, self.image_size, self.image_size)
-        batch = BatchFeature({"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixel_values})
-        batch.image_sizes = [p.sizes for p in loaded]
-        batch.image_transforms = [p.transforms for p in loaded]
+        input_ids, attention = [], []
+        for ids in encoded:
+            padding = width - len(ids)
+            input_ids.append([pad_id] * padding + ids if side == "left" else ids + [pad_id] * padding)
+            attention.append([0] * padding + [1] * len(ids) if side == "left" else [1] * len(ids) + [0] * padding)
+        data = {"input_ids": input_ids, "attention_mask": attention}
+        pixels = [prepared.pixel_values for prepared, _ in loaded if prepared.pixel_values.numel()]
+        if pixels:
+            pixel_values = torch.cat(pixels)
+            data["pixel_values"] = pixel_values if return_tensors == "pt" else pixel_values.numpy()
+        batch = BatchFeature(data, tensor_type=return_tensors)
+        batch.image_sizes = [prepared.sizes for prepared, _ in loaded]
+        batch.image_transforms = [prepared.transforms for prepared, _ in loaded]
         return batch
 
     @staticmethod
@@ -396,3 +391,17 @@ class MedRegAProcessor(ProcessorMixin):
             groundings = self.codec.parse(text, sizes) if sizes else ParseResult(problems=[] if BOX_START not in text else ["boxes but no image"])
             out.append(Decoded(self.codec.strip(text).strip(), text, groundings))
         return out
+
+
+def _register() -> None:
+    """Make ``AutoProcessor`` / ``AutoImageProcessor`` (and so ``pipeline``) find the processor."""
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    from medrega.models.configuration import MedRegAConfig
+
+    backends = {"pil": MedRegAImageProcessor, "torchvision": MedRegAImageProcessor}  # one class: it does its own resizing
+    AutoImageProcessor.register(MedRegAConfig, image_processor_classes=backends, exist_ok=True)
+    AutoProcessor.register(MedRegAConfig, MedRegAProcessor, exist_ok=True)
+
+
+_register()

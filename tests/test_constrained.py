@@ -15,7 +15,7 @@ def processor():
 
     tok = train_bpe_tokenizer(["the left lung shows a nodule", "右肺上叶见结节，左肺未见异常。"] * 20, vocab_size=400)
     MedRegAProcessor.prepare_tokenizer(tok, LocTokenCodec(bins=BINS))
-    return MedRegAProcessor(tok, image_size=32, num_image_tokens=4, region_codec={"type": "loc", "bins": BINS})
+    return MedRegAProcessor(tokenizer=tok, image_size=32, num_image_tokens=4, region_codec={"type": "loc", "bins": BINS})
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ def processor():
     lines = ["Please locate the left lung in this scan.", "The heart is normal. 心脏大小正常。左肺未见异常。"] * 30
     tok = train_bpe_tokenizer(lines, vocab_size=500)
     MedRegAProcessor.prepare_tokenizer(tok, LocTokenCodec())
-    return MedRegAProcessor(tok, image_size=32, num_image_tokens=4, max_length=256)
+    return MedRegAProcessor(tokenizer=tok, image_size=32, num_image_tokens=4, max_length=256)
 
 
 @pytest.fixture
@@ -109,17 +109,17 @@ def test_save_and_load(processor, tmp_path):
     assert loaded.chat_template == processor.chat_template
     assert loaded.tokenizer.convert_tokens_to_ids("<loc_7>") == processor.tokenizer.convert_tokens_to_ids("<loc_7>")
     text = processor.render([Turn("user", "hi")], add_generation_prompt=True)
-    assert loaded(text=text)["input_ids"].tolist() == processor(text=text)["input_ids"].tolist()
+    assert loaded(text=text)["input_ids"] == processor(text=text)["input_ids"]  # lists without return_tensors, as in transformers
 
 
 def test_dynamic_tiles_expand_placeholders_and_keep_original_boxes(processor, scan):
-    tiled = MedRegAProcessor(processor.tokenizer, image_size=32, num_image_tokens=4, max_tiles=4)
+    tiled = MedRegAProcessor(tokenizer=processor.tokenizer, image_size=32, num_image_tokens=4, max_tiles=4)
     answer = TextBoxCodec(1000).format([Grounding("left lung", [(20, 10, 120, 90)])], (200, 100))
     out = tiled.encode_record(_record(scan, answer))
     assert out["pixel_values"].shape == (3, 3, 32, 32)  # a 2x1 grid for a 2:1 image, plus the thumbnail
     assert (out["input_ids"] == tiled.image_token_id).sum() == 3 * 4
     text = tiled.tokenizer.decode(out["input_ids"][out["labels"] != -100], skip_special_tokens=True)
     assert tiled.codec.parse(text, (200, 100))[0].boxes[0] == pytest.approx((20, 10, 120, 90), abs=0.2)
-    batch = tiled(text=["<image>\nhi", "no image"], images=[[scan], []])
+    batch = tiled(text=["<image>\nhi", "no image"], images=[[scan], []], return_tensors="pt")
     assert batch["pixel_values"].shape[0] == 3
     assert ((batch["input_ids"] == tiled.image_token_id).sum(1) == torch.tensor([12, 0])).all()

@@ -162,11 +162,9 @@ class _Generator:
         sizes = [[im.size for im in ims] for ims in images]
         codec = self.processor.codec
         prompts = [self.processor.render(prompt_turns(r, s, codec), add_generation_prompt=True) for r, s in zip(records, sizes)]
-        batch = self.processor(text=prompts, images=[list(ims) for ims in images], return_tensors="pt")
+        batch = self.processor(text=prompts, images=[list(ims) for ims in images], return_tensors="pt", padding_side="left")
         device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) for k, v in batch.items()}
-        if inputs["pixel_values"].is_floating_point():
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        inputs = batch.to(device=device, dtype=self.model.dtype)  # casts pixel_values only
         length = inputs["input_ids"].shape[1]
         processors = LogitsProcessorList()
         if self.constrained:

@@ -349,11 +349,9 @@ class Assistant:
     def _generate(self, jobs: list[_Job], constrained: bool, streamer=None) -> list[Decoded]:
         """One ``generate`` call over a batch of jobs; the decoded new text of each."""
         prompts = [self.processor.render(job.turns, add_generation_prompt=True) for job in jobs]
-        inputs = self.processor(text=prompts, images=[job.images for job in jobs], return_tensors="pt")
+        inputs = self.processor(text=prompts, images=[job.images for job in jobs], return_tensors="pt", padding_side="left")
         sizes = inputs.image_sizes
-        model_inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if model_inputs["pixel_values"].is_floating_point():
-            model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.model.dtype)
+        model_inputs = inputs.to(device=self.device, dtype=self.model.dtype)  # casts pixel_values only
         length = model_inputs["input_ids"].shape[1]
         extra = dict(self.generate_kwargs)
         processors = LogitsProcessorList(extra.pop("logits_processor", None) or [])  # the caller's first, constraints last
