@@ -145,6 +145,13 @@ class MedRegAProcessor(ProcessorMixin):
         """Side of the square image the vision tower takes."""
         return self.image_processor.image_size
 
+    def save_pretrained(self, save_directory, **kwargs):
+        """transformers' save (``processor_config.json`` holds the image processor), plus a standalone
+        ``preprocessor_config.json`` for tools that read the image processor on its own."""
+        saved = super().save_pretrained(save_directory, **kwargs)
+        self.image_processor.save_pretrained(save_directory)
+        return saved
+
     # -- construction -------------------------------------------------------------------------
     @staticmethod
     def prepare_tokenizer(tokenizer, codec: RegionCodec | None = None) -> AddedTokens:

@@ -12,15 +12,7 @@ import inspect
 
 from transformers import LlamaModel
 
-__all__ = ["CACHE_NAME", "pop_cache"]
+__all__ = ["CACHE_NAME"]
 
 CACHE_NAME = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
-
-def pop_cache(kwargs: dict):
-    """Remove and return the KV cache from ``kwargs``, whichever name the caller used."""
-    cache = kwargs.pop("cache", None)
-    legacy = kwargs.pop("past_key_values", None)
-    if cache is not None and legacy is not None:
-        raise ValueError("give the KV cache as `cache` or `past_key_values`, not both")
-    return cache if cache is not None else legacy

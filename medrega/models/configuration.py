@@ -16,6 +16,7 @@ Design choices:
 from __future__ import annotations
 
 import math
+import re
 
 from transformers import AutoConfig, LlamaConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -95,7 +96,8 @@ class MedRegAConfig(PreTrainedConfig):
         projector_config: ``{"depth", "hidden_size", "layer_norm", "pixel_shuffle", "activation", "bias"}``;
             ``depth`` linear layers of width ``hidden_size`` (default: the text hidden size), an optional
             LayerNorm first, an optional pixel shuffle with ratio ``pixel_shuffle`` (InternVL: 0.5).
-        image_token_id: id of the ``<image>`` placeholder token.
+        image_token_id: id of the ``<image>`` placeholder token (``None`` until a tokenizer names it;
+            the model then refuses images).
         num_image_tokens: placeholder tokens per image after the projector (inferred when ``None``).
         vision_feature_layer: vision hidden state to use (``-1``: the last; HF towers index ``hidden_states``).
         vision_feature_select_strategy: ``"default"`` drops the tower's prefix (CLS/register) tokens,
@@ -108,6 +110,7 @@ class MedRegAConfig(PreTrainedConfig):
     """
 
     model_type = "medrega"
+    keys_to_ignore_at_inference = ["past_key_values", "cache", "hidden_states", "attentions", "image_hidden_states"]
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type=TimmVisionConfig.model_type),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
@@ -138,7 +141,7 @@ class MedRegAConfig(PreTrainedConfig):
         if self.vision_feature_select_strategy not in SELECT_STRATEGIES:
             raise ValueError(f"vision_feature_select_strategy must be one of {SELECT_STRATEGIES}, got {self.vision_feature_select_strategy!r}")
         vocab = self.text_config.vocab_size
-        if not isinstance(self.image_token_id, int) or not 0 <= self.image_token_id < vocab:
+        if self.image_token_id is not None and (not isinstance(self.image_token_id, int) or not 0 <= self.image_token_id < vocab):
             raise ValueError(f"image_token_id must be an int in [0, {vocab}) (the text vocabulary), got {self.image_token_id!r}")
         if self.region_token_ids is not None:
             self.region_token_ids = [int(i) for i in self.region_token_ids]
@@ -192,6 +195,19 @@ class MedRegAConfig(PreTrainedConfig):
     def image_size(self) -> int:
         """Side of the square image the vision tower takes."""
         return _square_side(self.vision_config)
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """JSON as transformers writes it, with lists of numbers on one line (``config.json`` and ``print``)."""
+        return _ONE_LINE_NUMBERS.sub(lambda m: re.sub(r"\s+", " ", m.group()).replace("[ ", "[").replace(" ]", "]"), super().to_json_string(use_diff))
+
+    def __repr__(self) -> str:
+        region = self.region_token_ids
+        summary = f"{len(region)} ids from {min(region)} to {max(region)}" if region else region
+        text = _ONE_LINE_NUMBERS.sub(lambda m: f'"{summary}"' if m.group().count(",") + 1 == len(region or ()) else m.group(), self.to_json_string())
+        return f"{type(self).__name__} {text}"
+
+
+_ONE_LINE_NUMBERS = re.compile(r"\[\s*-?[\d.eE+-]+(?:\s*,\s*-?[\d.eE+-]+)*\s*\]")
 
 
 

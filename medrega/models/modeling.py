@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutpu
 from transformers.utils import can_return_tuple
 
 from medrega.models import parts, stages
-from medrega.models.compat import CACHE_NAME, pop_cache
+from medrega.models.compat import CACHE_NAME
 from medrega.models.configuration import MedRegAConfig
 from medrega.models.projector import MultiModalProjector
 from medrega.models.vision import VisionTower
@@ -206,6 +206,8 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         num_items_in_batch: int | torch.Tensor | None = None,
         return_logits: bool | None = None,
+        cache: Cache | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> MedRegAOutput:
         """Embed, scatter image features, run the language model; loss and/or logits.
@@ -225,10 +227,12 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
                 (label tokens across micro-batches); otherwise the mean over label tokens.
             return_logits: with ``labels``, also return logits. Default: only in eval mode, so that
                 ``Trainer.evaluate`` receives logits; training builds logits only at labelled positions.
-            cache / past_key_values: KV cache (generation), under either name.
+            cache: KV cache (generation); ``past_key_values`` is the name before transformers 5.24.
             return_dict: ``False`` returns a tuple.
         """
-        cache = pop_cache(kwargs)
+        if cache is not None and past_key_values is not None:
+            raise ValueError("give the KV cache as `cache` or `past_key_values`, not both")
+        cache = cache if cache is not None else past_key_values
         prefill = cache is None or cache.get_seq_length() == 0
         inputs_embeds, features = self._embed(input_ids, inputs_embeds, pixel_values, prefill)
         if use_cache is None and labels is not None:
@@ -269,6 +273,15 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
         if isinstance(num_items_in_batch, torch.Tensor):
             num_items_in_batch = num_items_in_batch.to(total.device)
         return total / num_items_in_batch
+
+    def prepare_inputs_for_generation(self, *args, pixel_values: torch.Tensor | None = None, **kwargs) -> dict:
+        """transformers' preparation, but images also reach a prefill that transformers does not
+        count as the first iteration (a draft model in assisted generation starts from an empty cache)."""
+        model_inputs = super().prepare_inputs_for_generation(*args, pixel_values=pixel_values, **kwargs)
+        cache = model_inputs.get(CACHE_NAME)
+        if pixel_values is not None and (cache is None or cache.get_seq_length() == 0):
+            model_inputs["pixel_values"] = pixel_values
+        return model_inputs
 
     # -- building and training ---------------------------------------------------------------------
     from_parts = classmethod(parts.from_parts)
