@@ -6,8 +6,8 @@ Importing ``medrega`` registers the model with transformers' ``Auto*`` classes.
 
 from medrega.boxes import BoxError, iou
 from medrega.grounding import Grounding, LocTokenCodec, ParseResult, TextBoxCodec
-from medrega.models import MedRegAConfig, MedRegAForConditionalGeneration
 from medrega.image_processing import MedRegAImageProcessor
+from medrega.models import MedRegAConfig, MedRegAForConditionalGeneration
 from medrega.processing import MedRegAProcessor
 
 __version__ = "0.1.0"
