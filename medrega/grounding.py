@@ -46,7 +46,7 @@ __all__ = [
 
 REF_START, REF_END, BOX_START, BOX_END = "<ref>", "</ref>", "<box>", "</box>"
 IMAGE_TOKEN = "<image>"
-_IMG_TAG = re.compile(r"\s*<img_(\d+)>\s*")
+_IMG_TAG = re.compile(r"\s*<img_(\d{1,6})>\s*")  # bounded: a huge number is malformed, not an int to build
 
 ImageSize = tuple[int, int]
 
@@ -323,7 +323,7 @@ class LocTokenCodec(RegionCodec):
 
     def _decode_body(self, body, size):
         problems: list[str] = []
-        values = [int(v) for v in re.findall(r"<loc_(\d+)>", body)]
+        values = [int(v) for v in re.findall(r"<loc_(\d{1,9})>", body)]  # bounded digits: never a huge int
         leftover = re.sub(r"<loc_\d+>|\s", "", body)
         if leftover:
             problems.append(f"unexpected text inside <box>: {leftover[:40]!r}")

@@ -13,7 +13,6 @@ when it is first read.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from medrega.data.loading import FORMATS, detect_format, record_from_raw
+from medrega.data.loading import FORMATS, JsonLineError, detect_format, parse_json_line, record_from_raw
 from medrega.data.records import Record, RecordError
 
 __all__ = ["JsonlDataset", "line_index"]
@@ -119,7 +118,7 @@ class JsonlDataset:
             return self.format
         for i in range(min(len(self.starts), 100)):
             try:
-                return detect_format(json.loads(self._read(i)))
+                return detect_format(parse_json_line(self._read(i)))
             except (ValueError, TypeError, AttributeError):
                 continue
         return None
@@ -162,8 +161,8 @@ class JsonlDataset:
         line = int(self.lines[i])
         where = str(self.path)
         try:
-            obj = json.loads(self._read(i))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            obj = parse_json_line(self._read(i))
+        except JsonLineError as err:
             raise RecordError(where, line, "<json>", f"not valid JSON: {err}") from None
         return record_from_raw(
             obj,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["LoadedImage", "ImageLoadError", "ImageNotFoundError", "WINDOW_PRESETS", "load_image", "is_dicom", "window_array"]
+__all__ = ["MAX_PIXELS", "LoadedImage", "ImageLoadError", "ImageNotFoundError", "WINDOW_PRESETS", "load_image", "is_dicom", "window_array"]
 
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "lung": (-600.0, 1500.0),
@@ -40,6 +40,14 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 """CT windows as ``(center, width)`` in Hounsfield units."""
 
 Window = tuple[float, float] | str | None
+
+
+MAX_PIXELS = 100_000_000
+"""Largest image (width x height) :func:`load_image` decodes from a file (a 10000 x 10000 scan);
+larger ones raise :class:`ImageLoadError` before their pixels are decoded, which training and
+evaluation count as a skip. Raise it per call with ``max_pixels=`` or for the process by setting
+``medrega.data.images.MAX_PIXELS``; PIL itself refuses images over ``2 * PIL.Image.MAX_IMAGE_PIXELS``
+(about 179 M pixels), and that refusal is reported the same way."""
 
 
 class ImageLoadError(OSError):
@@ -168,11 +176,24 @@ def _first(value) -> float | None:
         return None
 
 
-def _from_dicom(ds, window: Window, frame: int, source: str) -> LoadedImage:
+def _check_size(width: int, height: int, source: str, max_pixels: int | None) -> None:
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if width <= 0 or height <= 0:
+        raise ImageLoadError(f"{source}: empty image ({width} x {height} pixels)")
+    if width * height > limit:
+        raise ImageLoadError(f"{source}: {width} x {height} = {width * height:,} pixels is over the limit of {limit:,} (medrega.data.images.MAX_PIXELS)")
+
+
+def _from_dicom(ds, window: Window, frame: int, source: str, max_pixels: int | None = None) -> LoadedImage:
     from pydicom.pixels import apply_color_lut, pixel_array
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageLoadError(f"{source}: DICOM file has no pixel data (Modality {ds.get('Modality', '?')})")
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError) as err:
+        raise ImageLoadError(f"{source}: unreadable DICOM Rows/Columns: {err}") from err
+    _check_size(columns, rows, source, max_pixels)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if not 0 <= frame < frames:
         raise ImageLoadError(f"{source}: frame {frame} requested but the file has {frames} frame(s) (0..{frames - 1})")
@@ -184,7 +205,10 @@ def _from_dicom(ds, window: Window, frame: int, source: str) -> LoadedImage:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     h, w = pixels.shape[:2]
     if photometric == "PALETTE COLOR":
-        pixels = apply_color_lut(pixels, ds)
+        try:
+            pixels = apply_color_lut(pixels, ds)
+        except Exception as err:  # a missing or malformed lookup table raises many types
+            raise ImageLoadError(f"{source}: palette-colour DICOM without a usable colour lookup table: {err}") from err
     if pixels.ndim == 3:  # colour (RGB after pydicom's YBR conversion): shown as stored
         if pixels.dtype != np.uint8:
             pixels, _ = window_array(pixels, None)
@@ -202,7 +226,7 @@ def _from_dicom(ds, window: Window, frame: int, source: str) -> LoadedImage:
     return LoadedImage(_to_rgb(grey), (w, h), source, modality, used, frames)
 
 
-def _from_path(path: Path, window: Window, frame: int) -> LoadedImage:
+def _from_path(path: Path, window: Window, frame: int, max_pixels: int | None) -> LoadedImage:
     source = str(path)
     if not path.is_file():
         raise ImageNotFoundError(f"image not found: {source}")
@@ -214,13 +238,16 @@ def _from_path(path: Path, window: Window, frame: int) -> LoadedImage:
             ds = pydicom.dcmread(path, force=True)
         except (InvalidDicomError, OSError, ValueError, EOFError) as err:
             raise ImageLoadError(f"{source}: not a readable DICOM file: {err}") from err
-        return _from_dicom(ds, window, frame, source)
+        return _from_dicom(ds, window, frame, source, max_pixels)
     if frame != 0:
         raise ImageLoadError(f"{source}: frame {frame} requested but the file is a single image")
     try:
         with Image.open(path) as image:
+            _check_size(*image.size, source, max_pixels)
             image.load()
             loaded = _from_pil(image, window, source)
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(f"{source}: over PIL's pixel limit: {err}") from err
     except UnidentifiedImageError as err:
         raise ImageLoadError(f"{source}: not a readable image (unknown or corrupt format)") from err
     except (OSError, SyntaxError, ValueError) as err:  # truncated or malformed data inside a known format
@@ -228,7 +255,7 @@ def _from_path(path: Path, window: Window, frame: int) -> LoadedImage:
     return loaded
 
 
-def load_image(source, *, window: Window = None, frame: int = 0) -> LoadedImage:
+def load_image(source, *, window: Window = None, frame: int = 0, max_pixels: int | None = None) -> LoadedImage:
     """Load an image as RGB with its original size and how its grey levels were mapped.
 
     Args:
@@ -236,24 +263,30 @@ def load_image(source, *, window: Window = None, frame: int = 0) -> LoadedImage:
         window: ``(center, width)``, a preset name of :data:`WINDOW_PRESETS`, or ``None`` for the
             default (the DICOM file's own window, else min-max for high bit-depth data).
         frame: frame of a multi-frame DICOM (0-based).
+        max_pixels: largest width x height decoded from a file (default :data:`MAX_PIXELS`).
 
     Returns:
         A :class:`LoadedImage`.
 
     Raises:
         ImageNotFoundError: the file does not exist.
-        ImageLoadError: unreadable or corrupt data, an unsupported array, or a frame out of range.
+        ImageLoadError: unreadable or corrupt data, an empty or over-limit image, an unsupported
+            array, or a frame out of range.
         ValueError: an unknown window preset or a malformed window.
     """
     if isinstance(source, (str, Path)):
-        return _from_path(Path(source), window, frame)
+        return _from_path(Path(source), window, frame, max_pixels)
     if isinstance(source, Image.Image):
+        if 0 in source.size:
+            raise ImageLoadError(f"empty image ({source.size[0]} x {source.size[1]} pixels)")
         return _from_pil(source, window, f"<PIL image {source.mode} {source.size[0]}x{source.size[1]}>")
     if isinstance(source, np.ndarray):
+        if source.size == 0:
+            raise ImageLoadError(f"empty array of shape {tuple(source.shape)}")
         return _from_array(source, window, f"<array {source.dtype} {tuple(source.shape)}>")
     from pydicom.dataset import Dataset
 
     if isinstance(source, Dataset):
         name = getattr(source, "filename", None)
-        return _from_dicom(source, window, frame, str(name) if isinstance(name, str) else "<DICOM dataset>")
+        return _from_dicom(source, window, frame, str(name) if isinstance(name, str) else "<DICOM dataset>", max_pixels)
     raise TypeError(f"cannot load an image from {type(source).__name__}; pass a path, PIL image, numpy array or pydicom Dataset")

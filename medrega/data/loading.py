@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +13,51 @@ from pathlib import Path
 from medrega.data.records import Record, RecordError, Turn, detect_lang
 from medrega.grounding import IMAGE_TOKEN, Grounding
 
-__all__ = ["load_records", "record_from_raw", "RecordList", "FORMATS", "detect_format", "iter_raw"]
+__all__ = ["load_records", "record_from_raw", "RecordList", "FORMATS", "detect_format", "iter_raw", "parse_json_line", "JsonLineError"]
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("medrega", "llava", "internvl", "mantis", "medmat")
 MED_MIM_ABILITIES = ("Temporal", "Reasoning", "Comparison", "Coreference")
 _ROLE_FROM = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+class _BadField(ValueError):
+    """A field of a raw record with the wrong type or value; becomes a :class:`RecordError`."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field = field
+
+
+def _positive_int(value, field: str) -> int:
+    """``value`` as a positive integer (``1024`` or ``1024.0``), else :class:`_BadField` naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 or value != int(value):
+        raise _BadField(field, f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _sizes(value, field: str) -> list[tuple[int, int]]:
+    if not isinstance(value, list):
+        raise _BadField(field, f"expected a list of [width, height], got {type(value).__name__}")
+    out = []
+    for i, size in enumerate(value):
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise _BadField(f"{field}[{i}]", f"expected [width, height], got {size!r}")
+        out.append((_positive_int(size[0], f"{field}[{i}][0]"), _positive_int(size[1], f"{field}[{i}][1]")))
+    return out
+
+
+def _grounding(value, field: str) -> Grounding:
+    """A grounding dict whose boxes are four finite numbers each, else :class:`_BadField`."""
+    try:
+        grounding = Grounding.from_dict(value)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise _BadField(field, f"expected {{'phrase': ..., 'boxes': [[x1, y1, x2, y2], ...]}}: {err}") from None
+    for j, box in enumerate(grounding.boxes):
+        if len(box) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+            raise _BadField(f"{field}.boxes[{j}]", f"expected four finite numbers [x1, y1, x2, y2], got {list(box)!r}")
+    return grounding
 
 
 class RecordList(list):
@@ -37,25 +77,46 @@ class RecordList(list):
         return "\n".join(lines)
 
 
+class JsonLineError(ValueError):
+    """A line that is not one valid UTF-8 JSON value."""
+
+
+def parse_json_line(data: bytes):
+    """Parse one JSONL line (bytes, a UTF-8 BOM allowed); :class:`JsonLineError` for anything that is
+    not valid UTF-8 JSON (bad bytes, syntax, integers over Python's digit limit, nesting too deep).
+
+    JSONL lines end at ``\n`` only: U+2028 and friends inside strings are data, as JSON says.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise JsonLineError(f"not UTF-8 (byte {err.start}: {data[err.start : err.start + 1]!r})") from None
+    except RecursionError:
+        raise JsonLineError("nested too deeply") from None
+    except ValueError as err:  # JSONDecodeError, and integers beyond the int-string limit
+        raise JsonLineError(str(err)) from None
+
+
 def iter_raw(path: Path) -> Iterator[tuple[int, dict | Exception]]:
     """Yield ``(line_or_index, object)`` from a JSONL file or a JSON array (1-based numbers);
-    a line that is not valid JSON yields the exception instead of stopping the file."""
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+    a line that is not valid JSON yields a :class:`JsonLineError` instead of stopping the file."""
+    data = path.read_bytes()
+    if data.lstrip(codecs.BOM_UTF8 + b" \t\r\n").startswith(b"["):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield err.lineno, err
+            items = parse_json_line(data)
+        except JsonLineError as err:
+            yield 1, err
             return
-        yield from enumerate(data, 1)
+        yield from enumerate(items, 1)
         return
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
+            yield number, parse_json_line(line)
+        except JsonLineError as err:
             yield number, err
 
 
@@ -116,7 +177,7 @@ def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale
         images = [images] if isinstance(images, str) else list(images)
         sizes = None
         if "width" in obj and "height" in obj:
-            sizes = [(int(obj["width"]), int(obj["height"]))] * max(1, len(images))
+            sizes = [(_positive_int(obj["width"], "width"), _positive_int(obj["height"], "height"))] * max(1, len(images))
         conversation = _turns(obj["conversations"], "from", "value", "conversations")
         return Record(
             id=str(obj.get("id", "")),
@@ -142,9 +203,9 @@ def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale
         id=str(obj.get("id", "")),
         images=[_resolve(base, image_root, p) for p in obj.get("images", [])],
         conversation=conversation,
-        groundings=[Grounding.from_dict(g) for g in obj.get("groundings", [])],
-        image_sizes=[tuple(s) for s in sizes] if sizes else None,
-        box_scale=int(obj.get("box_scale", box_scale or 1000)),
+        groundings=[_grounding(g, f"groundings[{i}]") for i, g in enumerate(obj.get("groundings", []))],
+        image_sizes=_sizes(sizes, "image_sizes") if sizes else None,
+        box_scale=_positive_int(obj.get("box_scale", box_scale or 1000), "box_scale"),
         lang=obj.get("lang") or detect_lang(" ".join(t.content for t in conversation)),
         task=task,
         modality=obj.get("modality"),
@@ -192,12 +253,16 @@ def record_from_raw(
                     raise
                 fmt = file_format
         record = _convert(obj, fmt, Path(path).resolve().parent, image_root, box_scale, Path(path))
+        record.location = f"{where}:{line}"
+        return record.validate(where, line, check_images=check_images)
+    except RecordError:
+        raise
+    except _BadField as err:
+        raise RecordError(where, line, err.field, str(err)) from None
     except KeyError as err:
         raise RecordError(where, line, str(err.args[0]), "missing") from None
-    except (TypeError, ValueError, AttributeError) as err:
-        raise RecordError(where, line, "<record>", str(err)) from None
-    record.location = f"{where}:{line}"
-    return record.validate(where, line, check_images=check_images)
+    except (TypeError, ValueError, AttributeError, ArithmeticError, RecursionError) as err:
+        raise RecordError(where, line, "<record>", f"{type(err).__name__}: {err}") from None
 
 
 def load_records(

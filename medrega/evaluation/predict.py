@@ -30,6 +30,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from medrega.data.images import ImageLoadError, load_image
+from medrega.data.loading import JsonLineError, parse_json_line
 from medrega.data.records import Record, Turn
 from medrega.evaluation.benchmarks import Sample, reference_turn
 from medrega.grounding import BOX_START, Grounding, LocTokenCodec, RegionCodec, TextBoxCodec
@@ -48,7 +49,9 @@ _IDENTITY = ("task", "lang", "dataset", "ability", "split", "triplet")
 
 
 def read_predictions(path: str | Path) -> dict[str, dict]:
-    """Finished (not skipped) prediction lines of a file, by key; a torn or invalid line is ignored.
+    """Finished (not skipped) prediction lines of a file, by key. A torn line (cut by an interruption,
+    even inside a multi-byte character), invalid JSON or a foreign line (no string ``key``) is dropped
+    with a warning naming its line, and its sample is predicted again.
 
     Args:
         path: the predictions JSONL (a missing file gives ``{}``).
@@ -56,20 +59,25 @@ def read_predictions(path: str | Path) -> dict[str, dict]:
     path = Path(path)
     if not path.is_file():
         return {}
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if not text.endswith("\n"):
-        lines = lines[:-1]  # the last line was cut by an interruption
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if not data.endswith(b"\n"):
+        if lines[-1].strip():
+            logger.warning("%s:%d: cut by an interruption, predicted again", path, len(lines))
+        lines = lines[:-1]
     done: dict[str, dict] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("%s:%d: not valid JSON, predicted again", path, number)
+            obj = parse_json_line(line)
+        except JsonLineError as err:
+            logger.warning("%s:%d: not valid JSON (%s), predicted again", path, number, err)
             continue
-        if isinstance(obj, dict) and "key" in obj and not obj.get("skipped"):
+        if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+            logger.warning("%s:%d: not a prediction line (no string 'key'), dropped", path, number)
+            continue
+        if not obj.get("skipped"):
             done[obj["key"]] = obj
     return done
 

@@ -54,6 +54,8 @@ class TrainConfig:
         group_by_length: batch samples of similar length together.
         augment_crop_prob: chance of a box-aware random crop per image (boxes move with the image;
             0 disables geometric augmentation).
+        max_consecutive_skips: stop with an error once this many samples in a row could not be used
+            (too long, image unreadable or over the pixel limit, bad record), or a whole epoch could not.
         save_every: write a checkpoint every N optimizer steps (and at the end).
         keep_checkpoints: how many recent checkpoints to keep.
         precision: ``"auto"`` (bf16 where the hardware has it, else fp32), ``"bf16"`` or ``"fp32"``.
@@ -84,6 +86,7 @@ class TrainConfig:
     group_by_length: bool = True
     augment_crop_prob: float = 0.0
     num_workers: int = 0
+    max_consecutive_skips: int = 1000
     save_every: int = 50
     keep_checkpoints: int = 2
     log_every: int = 1
@@ -97,7 +100,7 @@ class TrainConfig:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
-        for name in ("max_steps", "micro_batch_size", "grad_accumulation", "save_every", "max_length", "keep_checkpoints"):
+        for name in ("max_steps", "micro_batch_size", "grad_accumulation", "save_every", "max_length", "keep_checkpoints", "max_consecutive_skips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.data:

@@ -18,7 +18,11 @@ from medrega.data.records import RecordError
 from medrega.data.sampling import LengthGroupedBatchSampler
 from medrega.processing import SampleTooLongError
 
-__all__ = ["TrainData", "EncodedDataset"]
+__all__ = ["TrainData", "EncodedDataset", "NoUsableSamplesError"]
+
+
+class NoUsableSamplesError(RuntimeError):
+    """Training cannot go on: sample after sample was skipped (too long, image unreadable, bad record)."""
 
 _SKIPPABLE = (SampleTooLongError, ImageLoadError, RecordError)
 
@@ -123,8 +127,16 @@ class TrainData:
         return batch
 
     def batches(self) -> Iterator[dict]:
-        """Endless micro-batches from the saved position on, epoch after epoch."""
+        """Endless micro-batches from the saved position on, epoch after epoch.
+
+        Raises:
+            NoUsableSamplesError: ``config.max_consecutive_skips`` samples in a row (or a whole epoch)
+                could not be encoded; the message counts them by reason.
+        """
+        failing: Counter = Counter()  # skip reasons since the last usable sample
+        limit = self.config.max_consecutive_skips
         while True:
+            yielded, from_start = False, self.position == 0  # a resumed epoch may have nothing left
             sampler = self._sampler()
             loader = DataLoader(
                 self.encoded,
@@ -135,11 +147,24 @@ class TrainData:
             )
             for batch in loader:
                 self.position += 1
-                self.skip_counts.update(reason.split(":")[0] for reason in batch.pop("skipped"))
+                reasons = [reason.split(":")[0] for reason in batch.pop("skipped")]
+                self.skip_counts.update(reasons)
                 if batch["num_samples"]:
+                    failing.clear()
+                    yielded = True
                     yield batch
+                    continue
+                failing.update(reasons)
+                if sum(failing.values()) >= limit:
+                    raise NoUsableSamplesError(self._failure(failing, f"{limit} samples in a row"))
+            if from_start and not yielded:
+                raise NoUsableSamplesError(self._failure(failing, f"a whole epoch ({sum(failing.values())} samples)"))
             self.epoch += 1
             self.position = 0
+
+    def _failure(self, reasons: Counter, span: str) -> str:
+        counts = ", ".join(f"{n} x {reason}" for reason, n in reasons.most_common()) or "no samples at all"
+        return f"{span} could not be used for training ({counts}); check max_length and the images, see TrainData.skipped()"
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}

@@ -1,0 +1,123 @@
+"""Hostile input: each case once crashed or hung a run; now it is a clear error or a counted skip."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medrega import LocTokenCodec, TextBoxCodec, presets
+from medrega.data import JsonlDataset, load_records
+from medrega.data import images as image_module
+from medrega.data.images import ImageLoadError, load_image
+from medrega.evaluation.predict import read_predictions
+from medrega.training import DataSource, TrainConfig
+from medrega.training.data import NoUsableSamplesError, TrainData
+from medrega.training.distributed import DistEnv
+
+GOOD = {"images": [], "conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}], "lang": "en"}
+
+
+def _with(**fields):
+    return json.dumps({**GOOD, **fields})
+
+
+BAD_LINES = [  # (raw line, the field its RecordError must name)
+    ('{"image": "a.png", "width": 1e400, "height": 10, "conversations": [{"from": "human", "value": "<image>\\nhi"}, {"from": "gpt", "value": "ok"}]}', "width"),
+    ('{"images": [], "conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}], "lang": "en", "box_scale": 1e400}', "box_scale"),
+    (_with(box_scale=0, conversation=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<ref>a</ref><box>[[1, 2, 3, 4]]</box>"}]), "box_scale"),
+    (_with(images=["x.png"], image_sizes=[["a", "b"]], conversation=[{"role": "user", "content": "<image>hi"}, {"role": "assistant", "content": "ok"}]), "image_sizes[0][0]"),
+    (_with(groundings=[{"phrase": "a", "boxes": [[1, 2, 3]]}]), "groundings[0].boxes[0]"),
+    ('{"n": ' + "9" * 5000 + "}", "<json>"),
+    ("[" * 100000, "<json>"),
+]
+
+
+@pytest.fixture
+def hostile_file(tmp_path):
+    """A BOM, the bad lines above, a non-UTF-8 line, and a good record holding U+2028 (valid JSON)."""
+    good_u2028 = json.dumps({**GOOD, "conversation": [{"role": "user", "content": "a\u2028b\u0085c"}, {"role": "assistant", "content": "ok"}]}, ensure_ascii=False)
+    body = "\n".join([json.dumps(GOOD)] + [line for line, _ in BAD_LINES]).encode() + b'\n{"bad": "\xff"}\n' + good_u2028.encode() + b"\n"
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + body)
+    return path
+
+
+@pytest.mark.parametrize("reader", ["load_records", "JsonlDataset"])
+def test_every_loader_names_file_line_and_field_and_skips(hostile_file, reader):
+    if reader == "load_records":
+        loaded = load_records(hostile_file, check_images=False, on_error="skip")
+        kept = list(loaded)
+    else:
+        loaded = JsonlDataset(hostile_file, check_images=False, on_error="skip")
+        kept = [loaded[i] for i in range(len(loaded))]
+    assert len(kept) == 2 and kept[1].conversation[0].content == "a\u2028b\u0085c"
+    by_line = {e.line: e for e in loaded.skipped}
+    for line, (_, field) in enumerate(BAD_LINES, 2):
+        assert by_line[line].field == field and by_line[line].source == str(hostile_file)
+    assert "not UTF-8" in by_line[len(BAD_LINES) + 2].reason
+    with pytest.raises(Exception, match="width"):  # raise mode stops at the first bad line, naming it
+        load_records(hostile_file, check_images=False)
+
+
+def test_pixel_limit_and_empty_images_are_load_errors(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("L", (300, 200)).save(path)
+    with pytest.raises(ImageLoadError, match="over the limit of 50,000"):
+        load_image(path, max_pixels=50_000)
+    monkeypatch.setattr(image_module, "MAX_PIXELS", 1000)
+    with pytest.raises(ImageLoadError, match="60,000 pixels is over the limit"):
+        load_image(path)
+    monkeypatch.setattr(image_module, "MAX_PIXELS", 10**9)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own bomb check (2x this) is reported the same way
+    with pytest.raises(ImageLoadError, match="over PIL's pixel limit"):
+        load_image(path)
+    with pytest.raises(ImageLoadError, match="empty image"):
+        load_image(Image.new("RGB", (0, 0)))
+    with pytest.raises(ImageLoadError, match="empty array"):
+        load_image(np.zeros((0, 5), dtype=np.uint8))
+
+
+def test_palette_dicom_without_lookup_table_is_a_load_error():
+    from pydicom.data import get_testdata_file
+
+    ds = __import__("pydicom").dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    with pytest.raises(ImageLoadError, match="colour lookup table"):
+        load_image(ds)
+
+
+def test_training_stops_with_reasons_when_no_sample_can_be_used(tmp_path):
+    path = tmp_path / "long.jsonl"
+    long = {**GOOD, "conversation": [{"role": "user", "content": "word " * 400}, {"role": "assistant", "content": "ok"}]}
+    path.write_text("\n".join(json.dumps(long) for _ in range(6)) + "\n")
+    _, processor = presets.build("tiny")
+    config = TrainConfig(data=(DataSource(str(path)),), output_dir=str(tmp_path / "run"), micro_batch_size=2, max_length=32, max_consecutive_skips=4)
+    with pytest.raises(NoUsableSamplesError, match=r"4 samples in a row .*4 x SampleTooLongError"):
+        next(TrainData(config, processor, DistEnv()).batches())
+    patient = TrainConfig(data=(DataSource(str(path)),), output_dir=str(tmp_path / "run"), micro_batch_size=2, max_length=32)
+    with pytest.raises(NoUsableSamplesError, match=r"a whole epoch \(6 samples\)"):
+        next(TrainData(patient, processor, DistEnv()).batches())
+
+
+def test_evaluation_resume_drops_torn_and_foreign_lines(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    lines = [json.dumps({"key": "a", "text": "左肺"}, ensure_ascii=False), '{"key": ["a"]}', '{"other": 1}', "not json"]
+    torn = json.dumps({"key": "b", "text": "右肺结节"}, ensure_ascii=False).encode()[:-9]  # cut inside a character
+    path.write_bytes(("\n".join(lines) + "\n").encode() + torn)
+    assert list(read_predictions(path)) == ["a"]
+
+
+@pytest.mark.parametrize("codec", [LocTokenCodec(), TextBoxCodec(scale=999)], ids=["loc", "text"])
+def test_parse_never_raises_on_token_soup(codec):
+    _, processor = presets.build("tiny")
+    vocab = list(processor.tokenizer.get_vocab())
+    rng = random.Random(0)
+    specials = ["<ref>", "</ref>", "<box>", "</box>", "[[", "]]", ",", "<img_2>", "<loc_" + "9" * 5000 + ">", "<img_" + "7" * 5000 + ">", "9" * 5000, "\u2028", "结节"]
+    for _ in range(300):
+        text = "".join(rng.choice(specials) if rng.random() < 0.4 else rng.choice(vocab) for _ in range(rng.randint(1, 40)))
+        for sizes in ((100, 80), [(100, 80), (50, 50)]):
+            result = codec.parse(text, sizes)
+            for grounding in result:
+                assert all(len(box) == 4 for box in grounding.boxes)
