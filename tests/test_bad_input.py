@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,50 @@ def test_parse_never_raises_on_token_soup(codec):
             result = codec.parse(text, sizes)
             for grounding in result:
                 assert all(len(box) == 4 for box in grounding.boxes)
+
+
+def _write(tmp, tag):
+    (tmp / "weights.bin").write_bytes(b"w")
+
+
+def test_checkpoint_pointer_outside_the_run_is_ignored(tmp_path):
+    from medrega.training.checkpoint import CheckpointManager
+
+    manager = CheckpointManager(tmp_path / "ckpt")
+    manager.save(1, _write, {"step": 1})
+    outside = tmp_path / "elsewhere"
+    (outside / "step_9").mkdir(parents=True)
+    (outside / "step_9" / "COMPLETE").write_text("9")
+    (tmp_path / "ckpt" / "latest").write_text("../elsewhere/step_9")
+    assert manager.latest() == tmp_path / "ckpt" / "step_1"
+
+
+def test_pruning_unmarks_before_deleting_and_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    from medrega.training import checkpoint as ckpt
+
+    manager = ckpt.CheckpointManager(tmp_path / "ckpt", keep=1)
+    manager.save(1, _write, {"step": 1})
+    marked_while_deleting = []
+    real_rmtree = ckpt.shutil.rmtree
+    monkeypatch.setattr(ckpt.shutil, "rmtree", lambda path, **kw: (marked_while_deleting.append((Path(path) / "COMPLETE").exists()), real_rmtree(path, **kw)))
+    manager.save(2, _write, {"step": 2})
+    assert marked_while_deleting and not any(marked_while_deleting)
+    monkeypatch.setattr(ckpt.shutil, "rmtree", real_rmtree)
+
+    def full_disk(tmp, tag):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4054")
+
+    with pytest.raises(ckpt.CheckpointWriteError, match=r"step_3 could not be written to .*step_3\.tmp: the disk is full.*step_2 stays valid"):
+        manager.save(3, full_disk, {"step": 3})
+    assert manager.latest().name == "step_2"
+
+
+def test_a_resumed_run_does_not_log_a_step_twice(tmp_path):
+    from medrega.training.trainer import _MetricsLog
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6)) + '{"step": 6, "lo')
+    log = _MetricsLog(tmp_path, True, resumed_step=3)
+    log.write({"step": 4, "loss": 0.5})
+    log.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["loss"] == 0.5

@@ -7,22 +7,35 @@ A crash at any point leaves ``latest`` naming a checkpoint that loads.
 Contents: model and optimizer (plain PyTorch: ``model.safetensors`` + ``optimizer.pt``, read with
 ``weights_only=True``; DeepSpeed: its own sharded files), the scheduler, the data position and every
 process's RNG state, so a resumed run continues exactly.
+
+Trust: ``latest`` is followed only when it names a ``step_<N>`` directory of this root. DeepSpeed's
+own resume (``engine.load_checkpoint``) unpickles its shards with ``weights_only=False``: resuming a
+DeepSpeed run trusts the checkpoint directory, so resume only from directories you wrote.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["CheckpointManager", "capture_rng", "restore_rng"]
+__all__ = ["CheckpointManager", "CheckpointWriteError", "capture_rng", "restore_rng"]
+
+logger = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
+_TAG = re.compile(r"step_\d+")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, no permission); the previous one stays valid."""
 
 
 def capture_rng() -> dict:
@@ -66,9 +79,11 @@ class CheckpointManager:
         """The newest complete checkpoint, following ``latest`` (falls back to scanning)."""
         pointer = self.root / "latest"
         if pointer.is_file():
-            candidate = self.root / pointer.read_text().strip()
-            if (candidate / COMPLETE).is_file():
-                return candidate
+            tag = pointer.read_text(errors="replace").strip()
+            if not _TAG.fullmatch(tag):
+                logger.warning("%s names %r, not a step_<N> checkpoint of this directory: ignored", pointer, tag[:80])
+            elif (self.root / tag / COMPLETE).is_file():
+                return self.root / tag
         complete = sorted(self._complete(), key=lambda p: int(p.name.split("_")[1]))
         return complete[-1] if complete else None
 
@@ -94,12 +109,16 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self._barrier()
-        write_weights(tmp, tmp.name)
-        torch.save(capture_rng(), tmp / f"rng_rank{self.rank}.pt")
-        self._barrier()
+        try:
+            write_weights(tmp, tmp.name)
+            torch.save(capture_rng(), tmp / f"rng_rank{self.rank}.pt")
+            self._barrier()
+            if self.rank == 0:
+                (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+                _fsync_tree(tmp)
+        except (OSError, RuntimeError) as err:  # torch reports a full disk as "RuntimeError: ... unexpected pos"
+            raise self._write_error(tag, tmp, err) from err
         if self.rank == 0:
-            (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-            _fsync_tree(tmp)
             (tmp / COMPLETE).write_text(str(step))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -110,9 +129,19 @@ class CheckpointManager:
         self._barrier()
         return final
 
+    def _write_error(self, tag: str, tmp: Path, err: Exception) -> CheckpointWriteError:
+        free = shutil.disk_usage(self.root).free
+        previous = self.latest()
+        cause = "the disk is full" if free < 64 * 2**20 or "unexpected pos" in str(err) or getattr(err, "errno", None) == 28 else "the write failed"
+        return CheckpointWriteError(
+            f"checkpoint {tag} could not be written to {tmp}: {cause} ({free / 2**20:.0f} MiB free there; {type(err).__name__}: {err}); "
+            f"the previous checkpoint {previous or '(none)'} stays valid"
+        )
+
     def _prune(self) -> None:
         complete = sorted(self._complete(), key=lambda p: int(p.name.split("_")[1]))
         for old in complete[: -self.keep]:
+            (old / COMPLETE).unlink(missing_ok=True)  # unmark first: a kill mid-delete never leaves a "complete" partial
             shutil.rmtree(old, ignore_errors=True)
 
     # -- reading --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ class Trainer:
         """Run until ``config.max_steps``; checkpoint every ``save_every`` steps and at the end."""
         cfg = self.config
         result = TrainResult()
-        log = _MetricsLog(self.out, self.env.is_main)
+        log = _MetricsLog(self.out, self.env.is_main, resumed_step=self.step)
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         batches = self.data.batches()
         start = time.perf_counter()
@@ -272,17 +273,36 @@ def flush_denormals(enabled: bool = True):
 _MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "pixel_values", "position_ids")
 
 
-class _MetricsLog:
-    """``metrics.jsonl`` on the main process, mirrored to TensorBoard when it is installed."""
+def _keep_rows_up_to(path: Path, step: int) -> None:
+    """Rewrite ``metrics.jsonl`` with only its whole rows of steps ``<= step``."""
+    kept = []
+    for line in path.read_bytes().split(b"\n"):
+        try:
+            row = json.loads(line)
+        except ValueError:  # blank, or torn by a kill
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(json.dumps(row) + "\n")
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
 
-    def __init__(self, out: Path, enabled: bool):
+
+class _MetricsLog:
+    """``metrics.jsonl`` on the main process, mirrored to TensorBoard when it is installed. A resumed
+    run first drops the rows after its checkpoint's step (they are logged again), so no step repeats."""
+
+    def __init__(self, out: Path, enabled: bool, resumed_step: int = 0):
         self.enabled = enabled
         self.handle = None
         self.board = None
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
-        self.handle = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        path = out / "metrics.jsonl"
+        if path.is_file():
+            _keep_rows_up_to(path, resumed_step)
+        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         try:
             from torch.utils.tensorboard import SummaryWriter
 
