@@ -22,6 +22,7 @@ skipped and described in ``ParseResult.problems``.
 
 from __future__ import annotations
 
+import bisect
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -46,6 +47,21 @@ __all__ = [
 
 REF_START, REF_END, BOX_START, BOX_END = "<ref>", "</ref>", "<box>", "</box>"
 IMAGE_TOKEN = "<image>"
+_CLOSED_BOX = re.compile(r"<box>((?:(?!</?box>).)*)</box>", re.S)  # a body never spans another tag: linear
+
+
+class _TagIndex:
+    """Positions of the region tags in a text; calling ``(tag, pos)`` is ``text.find(tag, pos)`` by bisection."""
+
+    def __init__(self, text: str):
+        self.positions = {tag: [m.start() for m in re.finditer(re.escape(tag), text)] for tag in (REF_START, REF_END, BOX_START, BOX_END)}
+
+    def __call__(self, tag: str, pos: int) -> int:
+        found = self.positions[tag]
+        i = bisect.bisect_left(found, pos)
+        return found[i] if i < len(found) else -1
+
+
 _IMG_TAG = re.compile(r"\s*<img_(\d{1,6})>\s*")  # bounded: a huge number is malformed, not an int to build
 
 ImageSize = tuple[int, int]
@@ -165,17 +181,18 @@ class RegionCodec(ABC):
         sizes = _sizes(image_size)
         found: list[Grounding] = []
         problems: list[str] = []
+        after = _TagIndex(text)  # next tag at or after a position, in O(log n): parsing stays near-linear
         pos = 0
         last_phrase_end = 0
         pending_phrase: str | None = None
         while True:
-            ref = text.find(REF_START, pos)
-            box = text.find(BOX_START, pos)
+            ref = after(REF_START, pos)
+            box = after(BOX_START, pos)
             if ref < 0 and box < 0:
                 break
             if ref >= 0 and (box < 0 or ref < box):
-                end = text.find(REF_END, ref + len(REF_START))
-                nxt = text.find(REF_START, ref + len(REF_START))
+                end = after(REF_END, ref + len(REF_START))
+                nxt = after(REF_START, ref + len(REF_START))
                 if end < 0 or (0 <= nxt < end):
                     problems.append(f"unclosed {REF_START} at character {ref}")
                     pos = ref + len(REF_START)
@@ -183,8 +200,8 @@ class RegionCodec(ABC):
                 pending_phrase = text[ref + len(REF_START) : end].strip()
                 pos = last_phrase_end = end + len(REF_END)
                 continue
-            end = text.find(BOX_END, box + len(BOX_START))
-            nxt = text.find(BOX_START, box + len(BOX_START))
+            end = after(BOX_END, box + len(BOX_START))
+            nxt = after(BOX_START, box + len(BOX_START))
             if end < 0 or (0 <= nxt < end):
                 problems.append(f"unclosed {BOX_START} at character {box}")
                 pos = box + len(BOX_START)
@@ -229,7 +246,7 @@ class RegionCodec(ABC):
             except B.BoxError:  # a box that collapses to a line cannot be written as a region
                 return match.group(0)
 
-        return re.sub(r"<box>(.*?)</box>", rewrite, text, flags=re.S)
+        return _CLOSED_BOX.sub(rewrite, text)
 
     def strip(self, text: str) -> str:
         """The prose of ``text`` without region markup: ``<ref>`` tags dropped (phrase kept), boxes removed."""
@@ -294,8 +311,19 @@ class RegionCodec(ABC):
         if any(v < 0 or v > limit for v in values):
             return f"coordinate outside 0..{limit}: {values}"
         if values[0] > values[2] or values[1] > values[3]:
-            return f"reversed corners (need x1 <= x2, y1 <= y2): {values}"
+            return f"reversed corners (need x1 < x2, y1 < y2): {values}"
+        if values[0] == values[2] or values[1] == values[3]:
+            return f"zero-area box (need x1 < x2, y1 < y2): {values}"
         return None
+
+
+def _widen(values: Sequence[int], limit: int) -> list[int]:
+    """Quantised corners with ``x1 < x2`` and ``y1 < y2``: a box thinner than one step keeps one step."""
+    out = list(values)
+    for lo, hi in ((0, 2), (1, 3)):
+        if out[hi] <= out[lo]:
+            out[lo], out[hi] = (out[lo], out[lo] + 1) if out[lo] < limit else (limit - 1, limit)
+    return out
 
 
 class LocTokenCodec(RegionCodec):
@@ -319,7 +347,7 @@ class LocTokenCodec(RegionCodec):
         return [*super().region_tokens(), *(self.loc_token(k) for k in range(self.bins))]
 
     def _encode_box(self, box, size) -> str:
-        return "".join(self.loc_token(v) for v in B.pixel_to_bins(box, size, self.bins))
+        return "".join(self.loc_token(v) for v in _widen(B.pixel_to_bins(box, size, self.bins), self.bins - 1))
 
     def _decode_body(self, body, size):
         problems: list[str] = []
@@ -357,7 +385,7 @@ class TextBoxCodec(RegionCodec):
         self.scale = scale
 
     def _encode_box(self, box, size) -> str:
-        values = [min(max(round(v * self.scale), 0), self.scale) for v in B.normalize(box, size)]
+        values = _widen([min(max(round(v * self.scale), 0), self.scale) for v in B.normalize(box, size)], self.scale)
         return "[" + ", ".join(str(v) for v in values) + "]"
 
     def _join(self, parts) -> str:

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from medrega import LocTokenCodec, TextBoxCodec, presets
 from medrega.data import JsonlDataset, load_records
 from medrega.data import images as image_module
 from medrega.data.images import ImageLoadError, load_image
+from medrega.evaluation.benchmarks import BenchmarkFile, load_benchmark
 from medrega.evaluation.predict import read_predictions
+from medrega.grounding import Grounding, GroundingParseError
 from medrega.training import DataSource, TrainConfig
 from medrega.training.data import NoUsableSamplesError, TrainData
 from medrega.training.distributed import DistEnv
@@ -169,3 +172,140 @@ def test_a_resumed_run_does_not_log_a_step_twice(tmp_path):
     log.close()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["loss"] == 0.5
+
+
+def test_a_text_codec_model_answers_every_default_call():
+    from medrega import Assistant
+
+    model, processor = presets.build("tiny", region_codec={"type": "text", "scale": 1000}, hidden_size=64, num_layers=1, vision_layers=1, vision_width=64)
+    assistant = Assistant(model, processor, max_new_tokens=8)
+    scan = Image.new("RGB", (80, 60), (100, 100, 100))
+    results = [
+        assistant.detect(scan, "heart"),
+        assistant.identify(scan, box=(10, 10, 40, 40)),
+        assistant.classify(scan, ["normal", "nodule"]),
+        assistant.ask([scan, scan], "What changed?"),
+        assistant.report(scan, grounded=True),
+    ]
+    assert all(isinstance(r.text, str) for r in results)
+
+
+@pytest.mark.parametrize("call", ["ask", "detect", "classify", "regional_cot"])
+def test_user_text_holding_model_markup_is_refused(call):
+    from medrega import Assistant
+
+    model, processor = presets.build("tiny", hidden_size=64, num_layers=1, vision_layers=1, vision_width=64)
+    assistant = Assistant(model, processor, max_new_tokens=4)
+    scan = Image.new("RGB", (40, 40))
+    calls = {
+        "ask": lambda: assistant.ask(scan, "is there <image> here?"),
+        "detect": lambda: assistant.detect(scan, "the <box> nodule"),
+        "classify": lambda: assistant.classify(scan, ["normal", "<ref>x</ref>"]),
+        "regional_cot": lambda: assistant.regional_cot(scan, "where <loc_5> is it?"),
+    }
+    with pytest.raises(ValueError, match="model markup"):
+        calls[call]()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<ref>a</ref><box>[[1500, 900, 20, -3]]</box>"}]}, "conversation[1].content"),
+        ({"conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<ref>a</ref><box>[[50, 50, 10, 10]]</box>"}]}, "conversation[1].content"),
+        ({"groundings": [{"phrase": "a", "boxes": [[-5, 1, 3, 4]]}]}, "groundings"),
+        ({"groundings": [{"phrase": "a", "boxes": [[float("nan"), 1, 3, 4]]}]}, "groundings[0].boxes[0]"),
+        ({"conversation": [{"role": "user", "content": "hi"}]}, "conversation"),
+        ({"image_sizes": [[True, 5]], "images": ["x.png"], "conversation": [{"role": "user", "content": "<image>hi"}, {"role": "assistant", "content": "ok"}]}, "image_sizes[0][0]"),
+        ({"box_scale": 1.5}, "box_scale"),
+    ],
+    ids=["out-of-range", "reversed", "negative", "nan", "no-answer", "size-true", "fractional-scale"],
+)
+def test_records_without_sizes_still_have_their_boxes_checked(tmp_path, fields, field):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({**GOOD, **fields}) + "\n")
+    loaded = load_records(path, check_images=False, on_error="skip")
+    assert not loaded and loaded.skipped[0].field == field
+
+
+@pytest.mark.parametrize("answer", [None, 5, ["B"]])
+def test_med_mat_answers_must_be_letters(tmp_path, answer):
+    path = tmp_path / "mat.jsonl"
+    path.write_text(json.dumps({"id": "1", "image": "x.png", "Question-choice": "Which? A. a B. b", "Answer-choice": answer}) + "\n")
+    loaded = load_records(path, check_images=False, on_error="skip")
+    assert not loaded and loaded.skipped[0].field == "Answer-choice"
+
+
+def test_a_skipped_record_is_counted_once_however_often_it_is_drawn(tmp_path):
+    path = tmp_path / "mix.jsonl"
+    long = {**GOOD, "conversation": [{"role": "user", "content": "word " * 400}, {"role": "assistant", "content": "ok"}]}
+    path.write_text("\n".join(json.dumps(r) for r in [long, GOOD, GOOD, GOOD]) + "\n")
+    _, processor = presets.build("tiny")
+    config = TrainConfig(data=(DataSource(str(path), weight=2.0),), output_dir=str(tmp_path / "run"), micro_batch_size=2, max_length=32)
+    data = TrainData(config, processor, DistEnv())
+    batches = data.batches()
+    for _ in range(8):  # several epochs: the long record is drawn at least 4 times
+        next(batches)
+    assert data.skipped() == {"SampleTooLongError": 1}
+
+
+def test_many_unclosed_tags_parse_and_transcode_with_every_problem_listed():
+    codec = TextBoxCodec(scale=1000)
+    result = codec.parse("<ref>" * 20000 + "<ref>lung</ref><box>[[10, 10, 500, 500]]</box>", (100, 100))
+    assert len(result.problems) == 20000 and result[0].phrase == "lung"
+    text = "<box>" * 20000 + "<ref>a</ref><box>[[10, 10, 500, 500]]</box>"
+    out = codec.transcode(text, (100, 100), LocTokenCodec(bins=100))
+    assert out == "<box>" * 20000 + "<ref>a</ref><box><loc_1><loc_1><loc_50><loc_50></box>"
+
+
+def test_image_paths_outside_the_root_are_refused_where_confined(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(root / "in.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
+    turns = [{"role": "user", "content": "<image>hi"}, {"role": "assistant", "content": "ok"}]
+    rows = [{**GOOD, "images": [name], "conversation": turns} for name in ("in.png", "../secret.png", str(tmp_path / "secret.png"))]
+    path = root / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert len(load_records(path)) == 3  # the library's loader reads paths as given unless asked
+    confined = load_records(path, confine_images=True, on_error="skip")
+    assert len(confined) == 1 and [e.field for e in confined.skipped] == ["images[0]", "images[0]"]
+    samples = load_benchmark(BenchmarkFile(str(path)))  # medrega eval confines by default
+    assert [s.skip is None for s in samples] == [True, False, False]
+    assert "outside the image root" in samples[1].skip
+
+
+class _Force:
+    """A logits processor that makes the model write ``ids`` (then eos): model output chosen by the test."""
+
+    def __init__(self, ids, eos):
+        self.ids, self.eos, self.start = [*ids, eos], eos, None
+
+    def __call__(self, input_ids, scores):
+        self.start = input_ids.shape[1] if self.start is None else self.start
+        step = input_ids.shape[1] - self.start
+        forced = torch.full_like(scores, -float("inf"))
+        forced[:, self.ids[min(step, len(self.ids) - 1)]] = 0.0
+        return forced
+
+
+def test_zero_area_boxes_are_problems_everywhere_and_tiny_boxes_keep_an_area(tmp_path):
+    from medrega import Assistant
+
+    loc = LocTokenCodec(bins=100)
+    zero = "<ref>a</ref><box><loc_5><loc_5><loc_5><loc_9></box>"
+    assert not loc.parse(zero, (100, 100)) and "zero-area" in loc.parse(zero, (100, 100)).problems[0]
+    with pytest.raises(GroundingParseError, match="zero-area"):
+        loc.parse(zero, (100, 100), strict=True)
+    for codec in (loc, TextBoxCodec(scale=999)):  # a box thinner than one step still encodes with an area
+        (box,) = codec.parse(codec.format([Grounding("dot", [(50.1, 50.1, 50.3, 50.2)])], (2000, 2000)), (2000, 2000))[0].boxes
+        assert box[0] < box[2] and box[1] < box[3] and abs(box[0] - 50.1) < 2 * 2000 / 100
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({**GOOD, "conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<ref>a</ref><box>[[100, 100, 100, 500]]</box>"}]}) + "\n")
+    loaded = load_records(path, check_images=False, on_error="skip")
+    assert not loaded and "zero-area" in loaded.skipped[0].reason
+    model, processor = presets.build("tiny", hidden_size=64, num_layers=1, vision_layers=1, vision_width=64)
+    ids = processor.tokenizer(zero, add_special_tokens=False)["input_ids"]
+    force = _Force(ids, processor.tokenizer.eos_token_id)
+    assistant = Assistant(model, processor, max_new_tokens=len(ids) + 4, logits_processor=[force])
+    result = assistant.regional_cot(Image.new("RGB", (100, 100)), "Is there a nodule?", constrained=False)
+    assert zero in result.raw_text and not result.groundings and any("zero-area" in p for p in result.problems)

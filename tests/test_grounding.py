@@ -46,8 +46,10 @@ def test_round_trip_within_half_a_bin(codec, sample):
         assert got.image_index == want.image_index
         w, h = sizes[want.image_index]
         for gb, wb in zip(got.boxes, want.boxes, strict=True):
-            for g, v, size in zip(gb, wb, (w, h, w, h)):
-                assert abs(g - v) <= 0.5 * _bin_width(codec) * size + 1e-6 * size
+            assert gb[0] < gb[2] and gb[1] < gb[3]  # never a zero-area box
+            for axis, (g, v, size) in enumerate(zip(gb, wb, (w, h, w, h))):
+                thin = wb[axis % 2 + 2] - wb[axis % 2] < _bin_width(codec) * size  # may be widened to keep an area
+                assert abs(g - v) <= (1.5 if thin else 0.5) * _bin_width(codec) * size + 1e-6 * size
 
 
 @pytest.mark.parametrize("codec", CODECS, ids=lambda c: f"{c.name}")

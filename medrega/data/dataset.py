@@ -69,6 +69,7 @@ class JsonlDataset:
         image_root: directory image paths are relative to (default: the file's directory).
         box_scale: coordinate range of text boxes (as ``load_records``).
         check_images: require every image file to exist (checked when a record is parsed).
+        confine_images: refuse image paths outside the image root (as ``load_records``).
         on_error: ``"raise"`` or ``"skip"`` (needs ``scan``): bad lines leave the index and are
             listed in :attr:`skipped` with ``file:line``.
         scan: validate every line at construction.
@@ -83,6 +84,7 @@ class JsonlDataset:
         image_root: str | Path | None = None,
         box_scale: int | None = None,
         check_images: bool = False,
+        confine_images: bool = False,
         on_error: str = "raise",
         scan: bool = True,
         transform: Callable[[Record], Any] | None = None,
@@ -100,6 +102,7 @@ class JsonlDataset:
         self.image_root = Path(image_root).resolve() if image_root is not None else None
         self.box_scale = box_scale
         self.check_images = check_images
+        self.confine_images = confine_images
         self.transform = transform
         self.skipped: list[RecordError] = []
         self._fd: int | None = None
@@ -173,6 +176,7 @@ class JsonlDataset:
             image_root=self.image_root,
             box_scale=self.box_scale,
             check_images=self.check_images,
+            confine_images=self.confine_images,
         )
 
     def __len__(self) -> int:

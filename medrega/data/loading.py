@@ -160,9 +160,20 @@ def _turns(items: list, role_key: str, content_key: str, field: str) -> list[Tur
     return turns
 
 
+def _check_confined(images: list[str], root: Path) -> None:
+    """Refuse image paths that resolve outside ``root`` (``../``, absolute paths, symlinks out)."""
+    root = root.resolve()
+    for i, image in enumerate(images):
+        if not Path(image).resolve().is_relative_to(root):
+            raise _BadField(f"images[{i}]", f"{image} lies outside the image root {root} (confine_images is on)")
+
+
 def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale: int | None, path: Path) -> Record:
     if fmt == "medmat":
         question = obj["Question-choice"]
+        for key in ("Question-choice", "Answer-choice"):
+            if not isinstance(obj[key], str) or not obj[key].strip():
+                raise _BadField(key, f"expected a non-empty string (the answer a letter such as 'B'), got {obj[key]!r}")
         content = question if IMAGE_TOKEN in question else f"{IMAGE_TOKEN}\n{question}"
         return Record(
             id=str(obj.get("id", "")),
@@ -226,6 +237,7 @@ def record_from_raw(
     image_root: Path | None = None,
     box_scale: int | None = None,
     check_images: bool = True,
+    confine_images: bool = False,
 ) -> Record:
     """Convert and validate one raw JSON object read from ``path`` at ``line``.
 
@@ -235,7 +247,7 @@ def record_from_raw(
         line: 1-based line (or array index) for error messages.
         format: ``"auto"`` or a format of :data:`FORMATS`.
         file_format: the file's format, used for a record too broken to be recognised.
-        image_root, box_scale, check_images: as in :func:`load_records`.
+        image_root, box_scale, check_images, confine_images: as in :func:`load_records`.
 
     Raises:
         RecordError: naming ``path``, ``line`` and the field.
@@ -252,7 +264,10 @@ def record_from_raw(
                 if file_format is None:
                     raise
                 fmt = file_format
-        record = _convert(obj, fmt, Path(path).resolve().parent, image_root, box_scale, Path(path))
+        base = Path(path).resolve().parent
+        record = _convert(obj, fmt, base, image_root, box_scale, Path(path))
+        if confine_images:
+            _check_confined(record.images, image_root or base)
         record.location = f"{where}:{line}"
         return record.validate(where, line, check_images=check_images)
     except RecordError:
@@ -273,6 +288,7 @@ def load_records(
     box_scale: int | None = None,
     check_images: bool = True,
     on_error: str = "raise",
+    confine_images: bool = False,
 ) -> RecordList:
     """Read records from a JSONL file (or a JSON array) in any supported format.
 
@@ -287,6 +303,9 @@ def load_records(
         on_error: ``"raise"`` stops at the first bad record with a :class:`RecordError` naming the
             file, line and field; ``"skip"`` skips it, counts it in ``RecordList.skipped`` and logs
             a summary.
+        confine_images: refuse records whose image paths resolve outside ``image_root`` (or the file's
+            directory): ``../`` escapes, absolute paths, symlinks pointing out. Off by default here;
+            ``medrega eval`` turns it on.
 
     Returns:
         A :class:`RecordList` (a list of :class:`Record` with ``.skipped`` and ``.report()``).
@@ -305,7 +324,7 @@ def load_records(
         try:
             if isinstance(obj, Exception):
                 raise RecordError(str(path), line, "<json>", f"not valid JSON: {obj}")
-            record = record_from_raw(obj, path, line, format=format, file_format=file_format, image_root=root, box_scale=box_scale, check_images=check_images)
+            record = record_from_raw(obj, path, line, format=format, file_format=file_format, image_root=root, box_scale=box_scale, check_images=check_images, confine_images=confine_images)
             file_format = file_format or detect_format(obj)
             out.append(record)
         except RecordError as err:

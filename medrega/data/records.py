@@ -140,6 +140,8 @@ class Record:
                 fail(f"conversation[{i}].content", f"{IMAGE_TOKEN} may only appear in user turns")
         if not any(t.role == "user" for t in self.conversation):
             fail("conversation", "no user turn")
+        if not any(t.role == "assistant" for t in self.conversation):
+            fail("conversation", "no assistant turn (nothing to train on or score against)")
         placeholders = sum(t.content.count(IMAGE_TOKEN) for t in self.conversation)
         if placeholders != len(self.images):
             fail("images", f"{placeholders} {IMAGE_TOKEN} placeholder(s) but {len(self.images)} image(s)")
@@ -155,27 +157,33 @@ class Record:
             for i, path in enumerate(self.images):
                 if not Path(path).is_file():
                     fail(f"images[{i}]", f"image not found: {path}")
-        if self.image_sizes:
-            codec = TextBoxCodec(scale=self.box_scale)
-            for i, turn in enumerate(self.conversation):
-                if turn.role == "assistant":
-                    try:
-                        parsed = codec.parse(turn.content, self.image_sizes, strict=True)
-                    except GroundingParseError as err:
-                        fail(f"conversation[{i}].content", f"bad region markup: {err}")
+        # with unknown sizes, coordinates are still checked against 0..box_scale and their corner order
+        sizes = self.image_sizes or [(self.box_scale, self.box_scale)] * max(1, len(self.images))
+        codec = TextBoxCodec(scale=self.box_scale)
+        for i, turn in enumerate(self.conversation):
+            if "[" not in turn.content:  # no box in any form: nothing to parse
+                continue
+            if turn.role == "assistant":
+                try:
+                    parsed = codec.parse(turn.content, sizes, strict=True)
+                except GroundingParseError as err:
+                    fail(f"conversation[{i}].content", f"bad region markup: {err}")
+                if self.image_sizes:
                     self.groundings = self.groundings or list(parsed)
-                else:  # prompts may describe the format ("[[x1, y1, x2, y2]]"); only real boxes must be valid
-                    bad = [p for p in codec.parse(turn.content, self.image_sizes).problems if "outside" in p or "reversed" in p]
-                    if bad:
-                        fail(f"conversation[{i}].content", f"bad region markup: {'; '.join(bad)}")
+            else:  # prompts may describe the format ("[[x1, y1, x2, y2]]"); only real boxes must be valid
+                bad = [p for p in codec.parse(turn.content, sizes).problems if "outside" in p or "reversed" in p]
+                if bad:
+                    fail(f"conversation[{i}].content", f"bad region markup: {'; '.join(bad)}")
         for g in self.groundings:
             if self.images and not 0 <= g.image_index < len(self.images):
                 fail("groundings", f"image_index {g.image_index} but {len(self.images)} image(s)")
             size = self.image_sizes[g.image_index] if self.image_sizes else None
             for box in g.boxes:
                 x1, y1, x2, y2 = box
-                if x1 > x2 or y1 > y2:
-                    fail("groundings", f"box {list(box)} of {g.phrase!r} has reversed corners")
+                if x1 >= x2 or y1 >= y2:
+                    fail("groundings", f"box {list(box)} of {g.phrase!r} has reversed or equal corners (need x1 < x2, y1 < y2)")
+                if min(box) < 0:
+                    fail("groundings", f"box {list(box)} of {g.phrase!r} has a negative coordinate")
                 if size is not None and not (x1 >= 0 and y1 >= 0 and x2 <= size[0] and y2 <= size[1]):
                     fail("groundings", f"box {list(box)} of {g.phrase!r} lies outside the image of size {size[0]}x{size[1]}")
         return self

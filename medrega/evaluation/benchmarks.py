@@ -47,6 +47,8 @@ class BenchmarkFile:
         image_root: directory image paths are relative to (default: the file's directory).
         mat_table: a Med-MAT table (``subsets.tsv`` / ``datasets.tsv``) to tag records by ``data-no``.
         box_scale: coordinate range of text boxes (default: the loader's, 999 for MedRegA files).
+        confine_images: skip (and report) samples whose image paths resolve outside the image root
+            (``../`` escapes, absolute paths); on by default, set ``false`` for files with absolute paths.
     """
 
     path: str
@@ -55,6 +57,7 @@ class BenchmarkFile:
     image_root: str | None = None
     mat_table: str | None = None
     box_scale: int | None = None
+    confine_images: bool = True
 
     @property
     def dataset(self) -> str:
@@ -164,7 +167,8 @@ def load_benchmark(spec: BenchmarkFile | str, limit: int | None = None) -> list[
     spec = BenchmarkFile(str(spec)) if not isinstance(spec, BenchmarkFile) else spec
     path = Path(spec.path).resolve()
     records = load_records(
-        path, spec.format, image_root=spec.image_root, box_scale=spec.box_scale, check_images=False, on_error="skip"
+        path, spec.format, image_root=spec.image_root, box_scale=spec.box_scale, check_images=False, on_error="skip",
+        confine_images=spec.confine_images,
     )
     if spec.mat_table is not None:
         tag_records(records, read_mat_table(spec.mat_table), on_missing="skip")

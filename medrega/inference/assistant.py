@@ -9,7 +9,8 @@ Design choices:
   task's structured reading (a report's sections, the chosen option, ...).
 * Images are loaded once (:func:`medrega.data.images.load_image`: path, PIL, numpy or DICOM); the RGB
   originals travel with the result, and every box is in their pixels.
-* Greedy decoding by default; box constraints (:class:`BoxConstraintLogitsProcessor`) are on by default.
+* Greedy decoding by default; box constraints (:class:`BoxConstraintLogitsProcessor`) are on by default
+  for loc-token models (a text-codec model decodes unconstrained).
   They only act inside ``<box>``, so prose is generated exactly as without them.
 * ``*_many`` methods batch prompts (left padding), loading images one batch at a time, with a progress bar.
 * ``stream=True`` returns a :class:`~medrega.inference.streaming.TextStream` of text chunks whose
@@ -18,6 +19,8 @@ Design choices:
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,7 @@ from PIL import Image
 from transformers import LogitsProcessorList
 
 from medrega import boxes as B
-from medrega.grounding import Grounding
+from medrega.grounding import Grounding, LocTokenCodec
 from medrega.inference.constrained import BoxConstraintLogitsProcessor
 from medrega.inference.results import Result
 from medrega.inference.streaming import TextStream
@@ -37,6 +40,18 @@ from medrega.tasks.base import check_lang, image_noun
 from medrega.tasks.classification import LETTERS
 
 __all__ = ["Assistant"]
+
+logger = logging.getLogger(__name__)
+
+_MARKUP = re.compile(r"<image>|</?ref>|</?box>|<img_\d+>|<loc_\d+>|<\|im_(?:start|end)\|>")
+
+
+def _plain(text: str, what: str) -> str:
+    """``text`` from a user, refused when it holds model markup (it would be read as placeholders or boxes)."""
+    found = _MARKUP.search(text)
+    if found:
+        raise ValueError(f"{what} contains {found.group()!r}, which is model markup (image placeholders, regions, chat turns); remove it from the text")
+    return text
 
 SEED = 0  # template choice of every prompt
 
@@ -112,7 +127,8 @@ class Assistant:
             image: a path (PNG, JPEG, DICOM...), PIL image, numpy array or pydicom Dataset.
             phrases: one object name or several (``"left lung"``, ``["肝脏", "胆囊"]``).
             lang: prompt language, ``"en"`` or ``"zh"``.
-            constrained: only well-formed boxes can be generated.
+            constrained: only well-formed boxes can be generated (loc-token models; a text-codec
+                model, e.g. a converted MedRegA, always decodes unconstrained).
 
         Returns:
             A :class:`Result` whose ``groundings`` hold the boxes (original-image pixels).
@@ -214,6 +230,7 @@ class Assistant:
             raise ValueError("ask needs at least one image")
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"ask needs a question, got {question!r}")
+        _plain(question, "the question")
         check_lang(lang)
 
         def build() -> _Job:
@@ -249,7 +266,9 @@ class Assistant:
             A :class:`Result` whose ``answer`` is the chosen option (``None`` when the output names none).
         """
         task = get_task("classification")
-        options = [str(o) for o in options]
+        options = [_plain(str(o), "an option") for o in options]
+        if question is not None:
+            _plain(question, "the question")
         if len(options) < 2:
             raise ValueError(f"classify needs at least 2 options, got {options!r}")
 
@@ -281,6 +300,7 @@ class Assistant:
             again plainly.
         """
         task = get_task("regional_cot")
+        _plain(question, "the question")
         im, _ = self._load(image)
         first_turns = self._user(task.build_prompt(question, lang, SEED))
         first = self._run([lambda: _Job(first_turns, [im], lambda d: d)], constrained=constrained)[0]
@@ -304,6 +324,8 @@ class Assistant:
     # -- jobs --------------------------------------------------------------------------------------
     def _detect_job(self, image, phrases, lang: str) -> _Job:
         task = get_task("detection")
+        for phrase in [phrases] if isinstance(phrases, str) else phrases:
+            _plain(phrase, "the phrase")
         im, modality = self._load(image)
         prompt = task.build_prompt(phrases, lang, SEED, modality=modality)
         query = {"phrases": [phrases] if isinstance(phrases, str) else list(phrases)}
@@ -355,6 +377,9 @@ class Assistant:
         length = model_inputs["input_ids"].shape[1]
         extra = dict(self.generate_kwargs)
         processors = LogitsProcessorList(extra.pop("logits_processor", None) or [])  # the caller's first, constraints last
+        if constrained and not isinstance(self.codec, LocTokenCodec):
+            logger.info("constrained box decoding needs the loc-token codec; this model writes %s boxes, decoded unconstrained", type(self.codec).__name__)
+            constrained = False
         if constrained:
             n_images = [len(job.images) for job in jobs]
             processors.append(BoxConstraintLogitsProcessor.from_processor(self.processor, n_images=n_images, max_length=length + self.max_new_tokens))

@@ -24,12 +24,15 @@ class DataSource:
         weight: repeat factor; fractional values take a seeded fraction (0.5 = half, 2.3 = twice and 30%).
         format: record format (``"auto"`` by default).
         image_root: directory image paths are relative to.
+        confine_images: skip (and count) records whose image paths resolve outside the image root
+            (``../`` escapes, absolute paths); off unless the config says so.
     """
 
     path: str
     weight: float = 1.0
     format: str = "auto"
     image_root: str | None = None
+    confine_images: bool = False
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class EncodedDataset:
             raise SampleTooLongError(f"{record.location or record.id}: {err}") from None
 
     def __getitem__(self, index: int) -> dict:
+        record = None
         try:
             record = self.records[index]
             if self.augment is not None and record.images:
@@ -69,7 +70,9 @@ class EncodedDataset:
             else:
                 sample = self.processor.encode_record(record, max_length=self.max_length)
         except _SKIPPABLE as err:
-            return {"skipped": f"{type(err).__name__}: {err}"}
+            message = f"{type(err).__name__}: {err}"
+            where = getattr(record, "location", None)
+            return {"skipped": message if not where or where in message else f"{message} (record {where})"}
         return {"input_ids": sample["input_ids"], "labels": sample["labels"], "pixel_values": sample["pixel_values"]}
 
 
@@ -87,13 +90,14 @@ class TrainData:
         self.env = env
         self.pad_id = processor.tokenizer.pad_token_id or 0
         parts = [
-            (JsonlDataset(s.path, s.format, image_root=s.image_root, check_images=True, on_error="skip"), s.weight) for s in config.data
+            (JsonlDataset(s.path, s.format, image_root=s.image_root, check_images=True, confine_images=s.confine_images, on_error="skip"), s.weight) for s in config.data
         ]
         self.datasets = [d for d, _ in parts]
         self.mix = MixedDataset(parts, seed=config.seed)
         augment = BoxAugment(crop_prob=config.augment_crop_prob) if config.augment_crop_prob > 0 else None
         self.encoded = EncodedDataset(self.mix, processor, config.max_length, augment, config.seed)
         self.skip_counts: Counter = Counter()
+        self._counted: set[str] = set()  # skip messages already counted (they name the record)
         for dataset in self.datasets:
             self.skip_counts.update(f"{e.field}: {e.reason.split(':')[0]}" for e in dataset.skipped)
         self.epoch = 0
@@ -147,8 +151,12 @@ class TrainData:
             )
             for batch in loader:
                 self.position += 1
-                reasons = [reason.split(":")[0] for reason in batch.pop("skipped")]
-                self.skip_counts.update(reasons)
+                messages = batch.pop("skipped")
+                reasons = [message.split(":")[0] for message in messages]
+                for message, reason in zip(messages, reasons):  # once per record, however often it is drawn
+                    if message not in self._counted:
+                        self._counted.add(message)
+                        self.skip_counts[reason] += 1
                 if batch["num_samples"]:
                     failing.clear()
                     yielded = True
