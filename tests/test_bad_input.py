@@ -309,3 +309,21 @@ def test_zero_area_boxes_are_problems_everywhere_and_tiny_boxes_keep_an_area(tmp
     assistant = Assistant(model, processor, max_new_tokens=len(ids) + 4, logits_processor=[force])
     result = assistant.regional_cot(Image.new("RGB", (100, 100)), "Is there a nodule?", constrained=False)
     assert zero in result.raw_text and not result.groundings and any("zero-area" in p for p in result.problems)
+
+
+_FORMATS = {
+    "medrega": {**GOOD, "images": ["a.png"], "conversation": [{"role": "user", "content": "<image>hi"}, {"role": "assistant", "content": "ok"}], "meta": {}, "task": "vqa"},
+    "llava": {"image": "a.png", "conversations": [{"from": "human", "value": "<image>hi"}, {"from": "gpt", "value": "ok"}]},
+    "medmat": {"image": "a.png", "Question-choice": "Q? A. x B. y", "Answer-choice": "A"},
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(_FORMATS))
+def test_a_wrongly_typed_field_is_named_with_what_was_expected(tmp_path, fmt):
+    base = _FORMATS[fmt]
+    lines = [json.dumps({**base, key: value}) for key in base for value in (None, 7, "text", [1], [None], {"a": 1}) if value != base[key]]
+    path = tmp_path / "typed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    loaded = load_records(path, fmt, check_images=False, on_error="skip")
+    vague = [str(e) for e in loaded.skipped if e.field == "<record>" or "has no attribute" in e.reason]
+    assert not vague and len(loaded) + len(loaded.skipped) == len(lines)

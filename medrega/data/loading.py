@@ -48,6 +48,23 @@ def _sizes(value, field: str) -> list[tuple[int, int]]:
     return out
 
 
+def _typed(value, kind: type, field: str, expected: str):
+    """``value`` when it is a ``kind`` (never a bool for numbers), else :class:`_BadField` naming ``field``."""
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _BadField(field, f"expected {expected}, got {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
+def _strings(value, field: str) -> list[str]:
+    """A list of strings (a single string is a list of one), else :class:`_BadField`."""
+    items = [value] if isinstance(value, str) else _typed(value, list, field, "a list of image paths")
+    return [_typed(v, str, f"{field}[{i}]", "an image path (a string)") for i, v in enumerate(items)]
+
+
+def _optional_str(obj: dict, key: str) -> str | None:
+    return None if obj.get(key) is None else _typed(obj[key], str, key, "a string")
+
+
 def _grounding(value, field: str) -> Grounding:
     """A grounding dict whose boxes are four finite numbers each, else :class:`_BadField`."""
     try:
@@ -149,14 +166,15 @@ def _resolve(base: Path, image_root: Path | None, rel: str) -> str:
 
 
 def _turns(items: list, role_key: str, content_key: str, field: str) -> list[Turn]:
-    if not isinstance(items, list):
-        raise KeyError(field)
+    _typed(items, list, field, f"a list of {{{role_key!r}: ..., {content_key!r}: ...}} turns")
     turns = []
     for i, item in enumerate(items):
-        role = _ROLE_FROM.get(item.get(role_key), item.get(role_key))
+        _typed(item, dict, f"{field}[{i}]", f"a turn {{{role_key!r}: ..., {content_key!r}: ...}}")
         if content_key not in item:
             raise KeyError(f"{field}[{i}].{content_key}")
-        turns.append(Turn(str(role), item[content_key]))
+        role = _typed(item.get(role_key), str, f"{field}[{i}].{role_key}", "a role such as 'user' or 'assistant'")
+        content = _typed(item[content_key], str, f"{field}[{i}].{content_key}", "the turn's text (a string)")
+        turns.append(Turn(_ROLE_FROM.get(role, role), content))
     return turns
 
 
@@ -177,15 +195,14 @@ def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale
         content = question if IMAGE_TOKEN in question else f"{IMAGE_TOKEN}\n{question}"
         return Record(
             id=str(obj.get("id", "")),
-            images=[_resolve(base, image_root, obj["image"])],
+            images=[_resolve(base, image_root, _typed(obj["image"], str, "image", "an image path (a string)"))],
             conversation=[Turn("user", content), Turn("assistant", str(obj["Answer-choice"]).strip())],
             lang=detect_lang(question),
             task="classification",
             meta={k: obj[k] for k in ("caption", "Question", "Answer", "data-no") if k in obj},
         )
     if fmt in ("llava", "internvl"):
-        images = obj.get("image", [])
-        images = [images] if isinstance(images, str) else list(images)
+        images = _strings(obj.get("image", []), "image")
         sizes = None
         if "width" in obj and "height" in obj:
             sizes = [(_positive_int(obj["width"], "width"), _positive_int(obj["height"], "height"))] * max(1, len(images))
@@ -197,14 +214,14 @@ def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale
             image_sizes=sizes if images else None,
             box_scale=box_scale or 999,
             lang=detect_lang(" ".join(t.content for t in conversation)),
-            task=obj.get("task"),
+            task=_optional_str(obj, "task"),
         )
     # medrega and mantis share the images + conversation(role/content) layout
     conversation = _turns(obj["conversation"], "role", "content", "conversation")
     sizes = obj.get("image_sizes")
-    source = obj.get("source")
-    task = obj.get("task")
-    meta = dict(obj.get("meta", {}))
+    source = _optional_str(obj, "source")
+    task = _optional_str(obj, "task")
+    meta = dict(_typed(obj.get("meta", {}), dict, "meta", "an object"))
     if fmt == "mantis":
         ability = next((a for a in MED_MIM_ABILITIES if a.lower() in path.name.lower()), None)
         split = "held_out" if "held_out" in path.name.lower() else "held_in" if "held_in" in path.name.lower() else None
@@ -212,16 +229,16 @@ def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale
         task = task or "multi_image"
     return Record(
         id=str(obj.get("id", "")),
-        images=[_resolve(base, image_root, p) for p in obj.get("images", [])],
+        images=[_resolve(base, image_root, p) for p in _strings(obj.get("images", []), "images")],
         conversation=conversation,
-        groundings=[_grounding(g, f"groundings[{i}]") for i, g in enumerate(obj.get("groundings", []))],
+        groundings=[_grounding(g, f"groundings[{i}]") for i, g in enumerate(_typed(obj.get("groundings", []), list, "groundings", "a list of groundings"))],
         image_sizes=_sizes(sizes, "image_sizes") if sizes else None,
         box_scale=_positive_int(obj.get("box_scale", box_scale or 1000), "box_scale"),
-        lang=obj.get("lang") or detect_lang(" ".join(t.content for t in conversation)),
+        lang=_optional_str(obj, "lang") or detect_lang(" ".join(t.content for t in conversation)),
         task=task,
-        modality=obj.get("modality"),
-        area=obj.get("area"),
-        mat_task=obj.get("mat_task"),
+        modality=_optional_str(obj, "modality"),
+        area=_optional_str(obj, "area"),
+        mat_task=_optional_str(obj, "mat_task"),
         source=source,
         meta=meta,
     )
