@@ -113,18 +113,37 @@ def test_evaluation_resume_drops_torn_and_foreign_lines(tmp_path):
     assert list(read_predictions(path)) == ["a"]
 
 
-@pytest.mark.parametrize("codec", [LocTokenCodec(), TextBoxCodec(scale=999)], ids=["loc", "text"])
-def test_parse_never_raises_on_token_soup(codec):
+def _soak(codec, texts: int, seed: int) -> None:
+    """Random soups of the real tokenizer's vocabulary, region tags, huge numbers and unicode runs:
+    ``parse`` / ``transcode`` / ``strip`` never raise, and strict mode raises exactly when there are problems."""
     _, processor = presets.build("tiny")
     vocab = list(processor.tokenizer.get_vocab())
-    rng = random.Random(0)
+    rng = random.Random(seed)
     specials = ["<ref>", "</ref>", "<box>", "</box>", "[[", "]]", ",", "<img_2>", "<loc_" + "9" * 5000 + ">", "<img_" + "7" * 5000 + ">", "9" * 5000, "\u2028", "结节"]
-    for _ in range(300):
+    other = TextBoxCodec(scale=1000) if isinstance(codec, LocTokenCodec) else LocTokenCodec(bins=100)
+    for _ in range(texts):
         text = "".join(rng.choice(specials) if rng.random() < 0.4 else rng.choice(vocab) for _ in range(rng.randint(1, 40)))
         for sizes in ((100, 80), [(100, 80), (50, 50)]):
             result = codec.parse(text, sizes)
             for grounding in result:
-                assert all(len(box) == 4 for box in grounding.boxes)
+                assert all(len(box) == 4 and box[0] < box[2] and box[1] < box[3] for box in grounding.boxes)
+            if result.problems:
+                with pytest.raises(GroundingParseError):
+                    codec.parse(text, sizes, strict=True)
+            else:
+                codec.parse(text, sizes, strict=True)
+            assert isinstance(codec.transcode(text, sizes, other), str) and isinstance(codec.strip(text), str)
+
+
+@pytest.mark.parametrize("codec", [LocTokenCodec(), TextBoxCodec(scale=999)], ids=["loc", "text"])
+def test_parse_never_raises_on_token_soup(codec):
+    _soak(codec, texts=300, seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codec", [LocTokenCodec(), TextBoxCodec(scale=999)], ids=["loc", "text"])
+def test_parse_never_raises_on_a_long_token_soup(codec):
+    _soak(codec, texts=3000, seed=1)
 
 
 def _write(tmp, tag):
