@@ -11,8 +11,8 @@ import time
 import torch
 
 from medrega import presets
+from medrega.builders.phantom_records import make_phantom_dataset
 from medrega.data import load_records, pack_samples, pad_collate
-from medrega.data.phantom_records import make_phantom_dataset
 
 
 def main() -> None:

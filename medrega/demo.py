@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from medrega import presets
+from medrega.builders.phantom_records import make_phantom_dataset
 from medrega.data import load_records
-from medrega.data.phantom_records import make_phantom_dataset
+from medrega.evaluation import score_prediction
 from medrega.grounding import Grounding
-from medrega.metrics import region_accuracy, region_match
 from medrega.tasks import TASKS
 from medrega.training import DataSource, TrainConfig, Trainer
 
@@ -50,8 +50,21 @@ def _calibrate(config: TrainConfig, seed: int, steps: int = 6) -> float:
     return statistics.median(timings)
 
 
-def _first_box(result):
-    return result.groundings[0].boxes[0] if result.groundings and result.groundings[0].boxes else None
+def _prediction_line(record, result) -> dict:
+    """A detection answer as a prediction line of ``medrega eval``, so the evaluation code scores it."""
+    return {
+        "task": "detection",
+        "lang": result.lang,
+        "text": result.text,
+        "reference": "",
+        "groundings": [g.to_dict() for g in result.groundings],
+        "gt_groundings": [g.to_dict() for g in record.groundings],
+    }
+
+
+def _mean(rows: list[dict], metric: str) -> float | None:
+    values = [row["metrics"][metric] for row in rows if row["metrics"].get(metric) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _panel_grid(panels: list[Image.Image], columns: int = 4) -> Image.Image:
@@ -135,10 +148,11 @@ def run_demo(
     for lang in ("en", "zh"):
         subset = [r for r in records if r.lang == lang]
         answers = assistant.detect_many([r.images[0] for r in subset], [r.groundings[0].phrase for r in subset], lang=lang, per_image=True, progress=progress)
-        single = [(r, a) for r, a in zip(subset, answers) if len(r.groundings[0].boxes) == 1]
-        scores = region_accuracy([_first_box(a) for _, a in single], [r.groundings[0].boxes[0] for r, _ in single])
-        several = [region_match([b for g in a.groundings for b in g.boxes], r.groundings[0].boxes) for r, a in zip(subset, answers) if len(r.groundings[0].boxes) > 1]
-        scores["multi_region_f1"] = sum(m["f1"] for m in several) / len(several) if several else None
+        rows = [score_prediction(_prediction_line(r, a), r) for r, a in zip(subset, answers)]
+        single = [row for row, r in zip(rows, subset) if len(r.groundings[0].boxes) == 1]
+        several = [row for row, r in zip(rows, subset) if len(r.groundings[0].boxes) > 1]
+        scores = {key: _mean(single, key) for key in ("acc@0.25", "acc@0.5", "acc@0.75", "miou")}
+        scores["multi_region_f1"] = _mean(several, "region_f1")
         by_lang[lang] = {**scores, "single_region_samples": len(single), "multi_region_samples": len(several)}
         predictions += list(zip(subset, answers))
     eval_seconds = time.perf_counter() - start
@@ -167,8 +181,9 @@ def run_demo(
         "grounding_acc@0.75": round(overall["acc@0.75"], 4),
         "mean_iou": round(overall["miou"], 4),
         "by_language": {lang: {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()} for lang, scores in by_lang.items()},
-        "metric_note": "grounding_acc@t and mean_iou: single-region queries (one true box); queries whose structure "
-        "has several regions (two nodules) are scored by Hungarian matching in by_language.*.multi_region_f1",
+        "metric_note": "scored by medrega eval's detection scorer: grounding_acc@t and mean_iou over single-region "
+        "queries (one true box); queries whose structure has several regions (two nodules) report the region F1 "
+        "in by_language.*.multi_region_f1",
         "heldout_samples": len(records),
         "single_region_samples": total,
         "train_steps": result.last_step,

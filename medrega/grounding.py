@@ -25,12 +25,13 @@ from __future__ import annotations
 import bisect
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from medrega import boxes as B
 
 __all__ = [
+    "grounding_spans",
     "Grounding",
     "ParseResult",
     "GroundingParseError",
@@ -47,7 +48,16 @@ __all__ = [
 
 REF_START, REF_END, BOX_START, BOX_END = "<ref>", "</ref>", "<box>", "</box>"
 IMAGE_TOKEN = "<image>"
+DEFAULT_BOX_SCALE = 1000  # text boxes of medrega records and InternVL: integers on 0..1000
+MEDREGA_BOX_SCALE = 999  # text boxes of MedRegA's released LLaVA / InternVL files: 0..999
 _CLOSED_BOX = re.compile(r"<box>((?:(?!</?box>).)*)</box>", re.S)  # a body never spans another tag: linear
+_GROUNDING = re.compile(r"<ref>(?:(?!<ref>|</ref>).)*</ref>\s*<box>(?:(?!<box>).)*?</box>", re.S)
+
+
+def grounding_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of every whole grounding ``<ref>phrase</ref><box>...</box>`` in ``text``
+    (any codec: the tags are shared), in order."""
+    return [m.span() for m in _GROUNDING.finditer(text)]
 
 
 class _TagIndex:
@@ -65,6 +75,12 @@ class _TagIndex:
 _IMG_TAG = re.compile(r"\s*<img_(\d{1,6})>\s*")  # bounded: a huge number is malformed, not an int to build
 
 ImageSize = tuple[int, int]
+
+
+def _split_image_tag(body: str) -> tuple[int, str]:
+    """``(0-based image index, rest)`` of a ``<box>`` body; index 0 when it starts with no ``<img_k>`` tag."""
+    tag = _IMG_TAG.match(body)
+    return (int(tag.group(1)) - 1, body[tag.end() :]) if tag else (0, body)
 
 
 @dataclass
@@ -129,6 +145,10 @@ class RegionCodec(ABC):
 
     def __init__(self, max_images: int = 16):
         self.max_images = max_images
+
+    def to_config(self) -> dict:
+        """The codec as a config dict (``MedRegAConfig.region_codec``); ``codec_from_config`` reads it back."""
+        return {"type": self.name, "max_images": self.max_images}
 
     @abstractmethod
     def _encode_box(self, box: B.Box, size: ImageSize) -> str:
@@ -227,22 +247,44 @@ class RegionCodec(ABC):
         Boxes that do not decode cleanly (e.g. a prompt describing the format, ``[[x1, y1, x2, y2]]``)
         are left as written; prose and ``<ref>`` tags are untouched.
         """
+        return self.map_boxes(text, image_size, lambda boxes, index: boxes, target=target)
+
+    def map_boxes(
+        self,
+        text: str,
+        image_size: ImageSize | Sequence[ImageSize],
+        fn: Callable[[list[B.Box], int], Sequence[B.Box] | None],
+        *,
+        target: RegionCodec | None = None,
+        output_size: ImageSize | Sequence[ImageSize] | None = None,
+    ) -> str:
+        """Rewrite the boxes of every ``<box>`` of ``text`` with ``fn``.
+
+        Args:
+            text: text holding this codec's region markup.
+            image_size: ``(width, height)`` of the image(s) the boxes refer to.
+            fn: ``(boxes in pixels, image index) -> new boxes``, or ``None`` to leave that ``<box>`` as written.
+            target: the codec to write the new boxes in (default: this one).
+            output_size: the image size(s) the new boxes refer to (default: ``image_size``), e.g. after a crop.
+
+        Returns:
+            ``text`` with the rewritten boxes; a ``<box>`` that does not decode cleanly, or whose new boxes
+            cannot be written (empty, collapsed), is left as written.
+        """
         sizes = _sizes(image_size)
+        out_sizes = _sizes(output_size) if output_size is not None else sizes
+        target = target or self
 
         def rewrite(match: re.Match) -> str:
-            body = match.group(1)
-            index = 0
-            tag = _IMG_TAG.match(body)
-            if tag:
-                index = int(tag.group(1)) - 1
-                body = body[tag.end() :]
+            index, body = _split_image_tag(match.group(1))
             if not 0 <= index < len(sizes):
                 return match.group(0)
             boxes, problems = self._decode_body(body, sizes[index])
-            if problems or not boxes:
+            new = fn(boxes, index) if boxes and not problems else None
+            if not new:
                 return match.group(0)
             try:
-                return target.format_box(boxes, sizes, index)
+                return target.format_box(new, out_sizes, index)
             except B.BoxError:  # a box that collapses to a line cannot be written as a region
                 return match.group(0)
 
@@ -263,14 +305,10 @@ class RegionCodec(ABC):
         return parts[-1].strip() if parts else ""
 
     def _add(self, found, problems, phrase, body, sizes, where) -> None:
-        index = 0
-        tag = _IMG_TAG.match(body)
-        if tag:
-            index = int(tag.group(1)) - 1
-            body = body[tag.end() :]
-            if not 0 <= index < len(sizes):
-                problems.append(f"{where}: image tag <img_{index + 1}> but the sample has {len(sizes)} image(s)")
-                return
+        index, body = _split_image_tag(body)
+        if not 0 <= index < len(sizes):
+            problems.append(f"{where}: image tag <img_{index + 1}> but the sample has {len(sizes)} image(s)")
+            return
         boxes, box_problems = self._decode_body(body, sizes[index])
         problems.extend(f"{where}: {p}" for p in box_problems)
         if boxes:
@@ -340,6 +378,9 @@ class LocTokenCodec(RegionCodec):
         super().__init__(max_images)
         self.bins = bins
 
+    def to_config(self) -> dict:
+        return {**super().to_config(), "bins": self.bins}
+
     def loc_token(self, k: int) -> str:
         return f"<loc_{k}>"
 
@@ -383,6 +424,9 @@ class TextBoxCodec(RegionCodec):
     def __init__(self, scale: int = 1000, max_images: int = 16):
         super().__init__(max_images)
         self.scale = scale
+
+    def to_config(self) -> dict:
+        return {**super().to_config(), "scale": self.scale}
 
     def _encode_box(self, box, size) -> str:
         values = _widen([min(max(round(v * self.scale), 0), self.scale) for v in B.normalize(box, size)], self.scale)

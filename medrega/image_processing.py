@@ -83,7 +83,7 @@ class MedRegAImageProcessor(BaseImageProcessor):
             window: DICOM / high bit-depth grey-level window (see :func:`medrega.data.images.load_image`).
         """
         from medrega.data.images import load_image
-        from medrega.models.tiling import plan_tiles
+        from medrega.tiling import plan_tiles
 
         canvases, sizes, transforms, crops_per_image = [], [], [], []
         for source in images:
@@ -95,8 +95,10 @@ class MedRegAImageProcessor(BaseImageProcessor):
             for crop in crops:
                 canvas, transform = prepare_image(crop, self.image_size, self.resize_mode)
                 canvases.append(canvas)
+            if crops[-1].size != loaded.image.size:  # tiles without a thumbnail: no crop is the whole image
+                transform = prepare_image(loaded.image, self.image_size, self.resize_mode)[1]
             sizes.append(loaded.original_size)
-            transforms.append(transform)  # the last crop: the whole image (thumbnail) when tiling
+            transforms.append(transform)  # the whole image's: the last crop (thumbnail) when tiling
             crops_per_image.append(len(crops))
         side = self.image_size
         pixel_values = to_tensor(canvases, self.image_mean, self.image_std) if canvases else torch.zeros(0, 3, side, side)

@@ -20,6 +20,8 @@ from importlib import resources
 
 import torch
 
+from medrega.grounding import IMAGE_TOKEN, LocTokenCodec
+
 __all__ = ["PRESETS", "REAL_PRESETS", "RealPreset", "build", "build_from_parts", "tiny_tokenizer"]
 
 
@@ -101,34 +103,31 @@ def build(name: str = "tiny", seed: int = 0, **config_overrides):
             ``image_size``, ``region_codec={"type": "loc", "bins": 1000}``).
     """
     from medrega.models import MedRegAForConditionalGeneration, tiny_config
-    from medrega.processing import MedRegAProcessor
+    from medrega.processing import IM_END, MedRegAProcessor, codec_from_config
 
     if name in REAL_PRESETS:
         raise ValueError(f"preset {name!r} assembles pretrained parts: call presets.build_from_parts({name!r}, vision=..., language_model=...)")
     if name != "tiny":
         raise ValueError(f"unknown preset {name!r}; known: {PRESETS}")
     tokenizer = tiny_tokenizer()
-    codec = config_overrides.pop("region_codec", {"type": "loc", "bins": 1000})
-    from medrega.processing import codec_from_config
-
-    region_ids = tokenizer.convert_tokens_to_ids(codec_from_config(codec).region_tokens())
+    codec = codec_from_config(config_overrides.pop("region_codec", None))
+    added = MedRegAProcessor.prepare_tokenizer(tokenizer, codec)  # nothing new for the default codec
     config_overrides = {"patch_size": 8, "pixel_shuffle": 0.5, **config_overrides}
     config = tiny_config(
         vocab_size=len(tokenizer),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        region_codec=codec,
-        region_token_ids=region_ids,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        region_codec=codec.to_config(),
+        region_token_ids=added.ids,
         **config_overrides,
     )
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     model = MedRegAForConditionalGeneration(config)
     torch.random.set_rng_state(generator_state)
-    if codec.get("type", "loc") == "loc":
-        loc_ids = [tokenizer.convert_tokens_to_ids(f"<loc_{k}>") for k in range(codec.get("bins", 1000))]
-        ordinal_init_(model, loc_ids)
+    if isinstance(codec, LocTokenCodec):
+        ordinal_init_(model, tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)]))
     sincos_position_init_(model.vision_tower.model)
-    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, MedRegAProcessor.from_model_config(config, tokenizer)
 
@@ -179,8 +178,16 @@ def sincos_position_init_(vit) -> None:
 def build_from_parts(name: str, vision: str, language_model: str, **kwargs):
     """Assemble a real preset from downloaded parts (local directories or hub ids when online).
 
+    Args:
+        name: a key of :data:`REAL_PRESETS` (it gives the projector).
+        vision: the vision tower: a local Hugging Face vision model directory or a timm name.
+        language_model: the language model's directory (or hub id); its tokenizer is loaded from there.
+        **kwargs: passed to :meth:`~medrega.MedRegAForConditionalGeneration.from_parts` (``codec``,
+            ``dtype``, ``max_tiles``, ...).
+
     Returns:
-        ``(model, processor)``; the tokenizer is the language model's, with chat and region tokens added.
+        ``(model, processor)``; the tokenizer is the language model's, with chat and region tokens added
+        by ``from_parts`` (so that it mean-initialises their embedding rows).
     """
     from transformers import AutoTokenizer
 
@@ -190,7 +197,6 @@ def build_from_parts(name: str, vision: str, language_model: str, **kwargs):
     if name not in REAL_PRESETS:
         raise ValueError(f"unknown real preset {name!r}; known: {sorted(REAL_PRESETS)}")
     tokenizer = AutoTokenizer.from_pretrained(language_model)
-    MedRegAProcessor.prepare_tokenizer(tokenizer)
     model = MedRegAForConditionalGeneration.from_parts(
         vision=vision, language_model=language_model, projector=REAL_PRESETS[name].projector, tokenizer=tokenizer, **kwargs
     )

@@ -12,14 +12,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-from transformers import BatchFeature, ProcessorMixin
+from transformers import BatchFeature, GenerationConfig, ProcessorMixin
 from transformers.processing_utils import ProcessingKwargs, Unpack
 
+from medrega.data.collate import IGNORE_INDEX
 from medrega.data.records import Record, Turn
 from medrega.grounding import (
     BOX_END,
     BOX_START,
+    DEFAULT_BOX_SCALE,
     IMAGE_TOKEN,
     REF_END,
     REF_START,
@@ -50,7 +53,6 @@ CHAT_TEMPLATE = (
 """ChatML. A message's ``content`` is a string with ``<image>`` placeholders (medrega records) or a
 Hugging Face content list (``{"type": "image"}`` becomes ``<image>`` and a line break, ``{"type": "text"}``
 its text)."""
-IGNORE_INDEX = -100
 
 
 class SampleTooLongError(ValueError):
@@ -89,6 +91,26 @@ def codec_from_config(spec: dict | None) -> RegionCodec:
 class MedRegAProcessorKwargs(ProcessingKwargs, total=False):
     """Call arguments: ``text_kwargs`` takes ``padding_side`` (``"left"`` by default, for generation)
     and every call takes ``return_tensors``."""
+
+
+_CALL_DOES = {"padding": (True, "longest"), "add_special_tokens": (False,)}
+# transformers' pipelines forward generation options to the processor too; max_length would read as truncation here
+_GENERATION_OPTIONS = frozenset(GenerationConfig().to_dict()) - {"max_length"}
+
+
+def _call_options(kwargs: dict) -> dict:
+    """The call's keyword arguments, groups (``text_kwargs``, ``common_kwargs``, ...) flattened; raises
+    on any argument the processor would otherwise ignore."""
+    options: dict = {}
+    for key, value in kwargs.items():
+        options.update(value if key.endswith("_kwargs") and isinstance(value, dict) else {key: value})
+    unknown = sorted(set(options) - {"return_tensors", "padding_side", *_CALL_DOES} - _GENERATION_OPTIONS)
+    if unknown:
+        raise TypeError(f"MedRegAProcessor() got unsupported keyword argument(s) {unknown}: it takes return_tensors and padding_side (image settings are the image processor's, set at construction)")
+    for key, allowed in _CALL_DOES.items():
+        if options.get(key) not in (None, *allowed):
+            raise ValueError(f"MedRegAProcessor() supports {key} in {allowed} only, got {options[key]!r}")
+    return options
 
 
 class MedRegAProcessor(ProcessorMixin):
@@ -145,6 +167,13 @@ class MedRegAProcessor(ProcessorMixin):
         """Side of the square image the vision tower takes."""
         return self.image_processor.image_size
 
+    @property
+    def max_image_tokens(self) -> int:
+        """Placeholder tokens one image takes at most: ``num_image_tokens`` per tile and thumbnail."""
+        tiles = self.image_processor.max_tiles
+        crops = tiles + self.image_processor.use_thumbnail if tiles > 1 else 1
+        return crops * self.num_image_tokens
+
     def save_pretrained(self, save_directory, **kwargs):
         """transformers' save (``processor_config.json`` holds the image processor), plus a standalone
         ``preprocessor_config.json`` for tools that read the image processor on its own."""
@@ -196,23 +225,39 @@ class MedRegAProcessor(ProcessorMixin):
         rendered, _ = render_jinja_template(conversations=[messages], chat_template=self.chat_template, add_generation_prompt=add_generation_prompt)
         return rendered[0]
 
-    def _segments(self, turns: Sequence[Turn], add_generation_prompt: bool) -> list[tuple[str, bool]]:
-        """Split the rendered conversation into ``(text, is_label)`` pieces: an assistant turn's
-        content and its end-of-turn marker are labels, everything else is context."""
+    def _segments(self, turns: Sequence[Turn], add_generation_prompt: bool) -> tuple[list[tuple[str, bool]], str]:
+        """Split the rendered conversation into ``(text, is_label)`` pieces, and the end-of-turn text
+        of the last answer (``<|im_end|>`` in ChatML).
+
+        The template renders the conversation prefix by prefix: an assistant turn's labels are exactly
+        the text it adds after its header (what ``add_generation_prompt`` renders), trailing whitespace
+        excluded; everything else is context. This holds for any template that renders a conversation
+        as the concatenation of its turns.
+        """
+        messages = [{"role": t.role, "content": t.content} for t in turns]
         segments: list[tuple[str, bool]] = []
-        for turn in turns:
-            text = self._render([{"role": turn.role, "content": turn.content}], False)
-            if turn.role != "assistant":
-                segments.append((text, False))
-                continue
-            start = text.index(turn.content) if turn.content else len(text)
-            end_marker = text.find(IM_END, start + len(turn.content))
-            stop = end_marker + len(IM_END) if end_marker >= 0 else start + len(turn.content)
-            segments += [(text[:start], False), (text[start:stop], True), (text[stop:], False)]
+        end_of_turn = ""
+        before = ""
+        for k, turn in enumerate(turns):
+            after = self._render(messages[: k + 1], False)
+            if turn.role == "assistant":
+                header = self._render(messages[:k], True)
+                if not (header.startswith(before) and after.startswith(header) and len(header) > len(before)):
+                    raise ValueError("the chat template must render a conversation turn by turn and write the assistant header for add_generation_prompt; labels cannot be placed")
+                body = after[len(header) :]
+                answer = body.rstrip()
+                content = turn.content.strip()
+                at = answer.find(content) if content else -1
+                end_of_turn = answer[at + len(content) :] if at >= 0 else ""
+                segments += [(header[len(before) :], False), (answer, True), (body[len(answer) :], False)]
+            else:
+                if not after.startswith(before):
+                    raise ValueError("the chat template must render a conversation turn by turn; labels cannot be placed")
+                segments.append((after[len(before) :], False))
+            before = after
         if add_generation_prompt:
-            full = self._render([{"role": "user", "content": ""}], True)
-            segments.append((full[len(self._render([{"role": "user", "content": ""}], False)) :], False))
-        return [(t, lab) for t, lab in segments if t]
+            segments.append((self._render(messages, True)[len(before) :], False))
+        return [(t, lab) for t, lab in segments if t], end_of_turn
 
     def _tokenize(self, segments: list[tuple[str, bool]], image_runs: list[int]) -> tuple[list[int], list[int]]:
         """Token ids and labels; every ``<image>`` becomes a run of ``image_runs[k]`` placeholder ids."""
@@ -241,7 +286,7 @@ class MedRegAProcessor(ProcessorMixin):
         turns: Sequence[Turn],
         images: Sequence = (),
         *,
-        box_scale: int | None = 1000,
+        box_scale: int | None = DEFAULT_BOX_SCALE,
         add_generation_prompt: bool = False,
         max_length: int | None = None,
     ) -> dict:
@@ -267,10 +312,12 @@ class MedRegAProcessor(ProcessorMixin):
         if box_scale is not None and any(BOX_START in t.content for t in turns):
             source = TextBoxCodec(scale=box_scale)
             turns = [Turn(t.role, source.transcode(t.content, prepared.sizes or [(1, 1)], self.codec)) for t in turns]
-        ids, labels = self._tokenize(self._segments(turns, add_generation_prompt), runs)
+        segments, end_of_turn = self._segments(turns, add_generation_prompt)
+        ids, labels = self._tokenize(segments, runs)
         limit = self.max_length if max_length is None else max_length
         if len(ids) > limit:
-            ids, labels = self._truncate(ids, labels, limit)
+            end_ids = self.tokenizer(end_of_turn, add_special_tokens=False)["input_ids"] if end_of_turn else []
+            ids, labels = self._truncate(ids, labels, limit, end_ids)
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
@@ -286,34 +333,27 @@ class MedRegAProcessor(ProcessorMixin):
         except SampleTooLongError as err:
             raise SampleTooLongError(f"{record.location or record.id}: {err}") from None
 
-    def _truncate(self, ids: list[int], labels: list[int], limit: int) -> tuple[list[int], list[int]]:
-        """Cut the tail of the last answer's prose so that ``len(ids) <= limit``."""
-        protected = [False] * len(ids)
-        depth = 0
-        for i, token in enumerate(ids):  # runs only for over-long samples
-            if token == self.image_token_id:
-                protected[i] = True
-                continue
-            for start, end in self._protect:
-                if token == start:
-                    depth += 1
-                elif token == end:
-                    depth = max(0, depth - 1)
-                    protected[i] = True
-            protected[i] = protected[i] or depth > 0
-        labelled = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
-        if not labelled:
+    def _truncate(self, ids: list[int], labels: list[int], limit: int, end_of_turn: list[int]) -> tuple[list[int], list[int]]:
+        """Cut the tail of the last answer's prose so that ``len(ids) <= limit``; the answer then
+        ends with ``end_of_turn`` (the template's end-of-turn token ids)."""
+        tokens, targets = np.asarray(ids), np.asarray(labels)
+        starts, ends = np.isin(tokens, [s for s, _ in self._protect]), np.isin(tokens, [e for _, e in self._protect])
+        steps = np.cumsum(starts.astype(np.int64) - ends)
+        depth = steps - np.minimum(np.minimum.accumulate(steps), 0)  # region nesting, never below 0
+        protected = (tokens == self.image_token_id) | ends | (depth > 0)
+        labelled = np.flatnonzero(targets != IGNORE_INDEX)
+        if not labelled.size:
             raise SampleTooLongError(f"{len(ids)} tokens exceed max_length={limit} and there is no answer prose to cut")
-        answer_start = labelled[-1]
-        while answer_start > 0 and labels[answer_start - 1] != IGNORE_INDEX:
-            answer_start -= 1
-        cut = limit - 1  # room for the end-of-turn marker
-        while 0 < cut < len(ids) and protected[cut - 1] and protected[cut]:
-            cut -= 1  # never inside an image run or a region
+        context = np.flatnonzero(targets[: labelled[-1]] == IGNORE_INDEX)
+        answer_start = int(context[-1]) + 1 if context.size else 0
+        cut = limit - len(end_of_turn)
+        if cut > 0 and protected[cut - 1] and protected[cut]:  # never inside an image run or a region
+            boundaries = np.flatnonzero(~(protected[: cut - 1] & protected[1:cut]))  # j: tokens j, j + 1 not both protected
+            cut = int(boundaries[-1]) + 1 if boundaries.size else 0
         if cut <= answer_start or self.image_token_id in ids[cut:]:
             raise SampleTooLongError(f"{len(ids)} tokens exceed max_length={limit} and only images or regions could be cut")
-        logger.debug("truncated a sample from %d to %d tokens", len(ids), cut + 1)
-        return ids[:cut] + [self.im_end_id], labels[:cut] + [self.im_end_id]
+        logger.debug("truncated a sample from %d to %d tokens", len(ids), cut + len(end_of_turn))
+        return ids[:cut] + end_of_turn, labels[:cut] + end_of_turn
 
     # -- transformers-style call ----------------------------------------------------------------
     def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs: Unpack[MedRegAProcessorKwargs]) -> BatchFeature:
@@ -325,6 +365,11 @@ class MedRegAProcessor(ProcessorMixin):
             text: a prompt or a list of prompts (e.g. from :meth:`render` or ``apply_chat_template``).
             return_tensors: ``"pt"``, ``"np"`` or ``None`` (Python lists, numpy ``pixel_values``).
             padding_side: ``"left"`` (default, for generation) or ``"right"``.
+            padding, add_special_tokens: accepted as transformers' pipelines pass them, for what the
+                processor does: ``padding=True`` / ``"longest"``, ``add_special_tokens=False``.
+                Generation options (``do_sample``, ``max_new_tokens``, ...), which transformers' pipelines
+                forward to the processor, are not the processor's and are left to ``generate``. Other keyword
+                arguments (top level or inside ``text_kwargs`` etc.) raise ``TypeError``.
 
         Returns:
             A ``BatchFeature`` with ``input_ids``, ``attention_mask`` (padded to the longest prompt)
@@ -336,9 +381,9 @@ class MedRegAProcessor(ProcessorMixin):
             raise ValueError("text is required")
         if videos is not None or audio is not None:
             raise ValueError("MedRegA takes images and text only")
-        options = self._merge_kwargs(MedRegAProcessorKwargs, tokenizer_init_kwargs={}, **kwargs)
-        return_tensors = options["text_kwargs"].get("return_tensors")
-        side = options["text_kwargs"].get("padding_side") or "left"
+        options = _call_options(kwargs)
+        return_tensors = options.get("return_tensors")
+        side = options.get("padding_side") or "left"
         if side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
         texts = [text] if isinstance(text, str) else list(text)

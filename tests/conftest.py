@@ -34,3 +34,15 @@ def tiny_tokenizer():
 
     lines = ["the left lung shows a nodule", "右肺上叶见结节，左肺未见异常。", "heart size is normal"] * 20
     return train_bpe_tokenizer(lines, vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's torch on one thread: tiny models run fastest so, and leave the other cores to the
+    rest of the suite. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

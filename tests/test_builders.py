@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medrega.data.builders import (
+from medrega.builders.annotations import (
     Annotated,
     classification_records,
     from_coco,
@@ -12,7 +12,7 @@ from medrega.data.builders import (
     region_records,
     report_records,
 )
-from medrega.data.public_annotations import read_iu_xray_reports, read_lung_masks, read_nih_boxes, read_vindr_boxes
+from medrega.builders.public_annotations import read_iu_xray_reports, read_lung_masks, read_nih_boxes, read_vindr_boxes
 from medrega.grounding import TextBoxCodec
 
 # the real annotation files ship inside the torchxrayvision wheel; found without importing it (and torch)

@@ -196,3 +196,17 @@ def test_packed_attention_matches_separate_samples():
                 alone = model(input_ids=samples[i]["input_ids"][None], use_cache=False).last_hidden_state[0]
                 assert torch.allclose(packed[r, col : col + n], alone, atol=1e-5)
                 col += n
+
+
+def test_token_lengths_count_image_placeholders_not_just_bytes(tmp_path):
+    wordy = {"id": "text", "images": [], "conversation": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}
+    imaged = {"id": "scan", "images": ["a.png", "b.png"], "conversation": [{"role": "user", "content": "<image><image>\\nCompare."}, {"role": "assistant", "content": "ok"}]}
+    path = tmp_path / "mix.jsonl"
+    path.write_text(json.dumps(wordy) + "\n" + json.dumps(imaged) + "\n", encoding="utf-8")
+    dataset = JsonlDataset(path)
+    assert dataset.byte_lengths[0] > dataset.byte_lengths[1]
+    lengths = dataset.token_lengths(tokens_per_image=256)
+    assert lengths[1] > lengths[0] and lengths[1] >= 2 * 256
+    assert lengths[0] == pytest.approx(dataset.byte_lengths[0] / 4, abs=1)
+    with pytest.raises(ValueError, match="scan"):
+        JsonlDataset(path, scan=False).token_lengths(256)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from medrega.data.phantom_records import make_phantom_dataset
+from medrega.builders.phantom_records import make_phantom_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = Path(sys.executable).parent / "deepspeed"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from medrega.data.phantom_records import make_phantom_dataset
+from medrega.builders.phantom_records import make_phantom_dataset
 from medrega.evaluation import (
     BenchmarkFile,
     infer_task,
@@ -263,24 +263,24 @@ def test_cli_and_script_reuse_finished_predictions(evaluated, tiny, tmp_path, mo
 
 
 def test_constrained_decoding_adds_the_box_constraint(tiny, tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from medrega.evaluation import predict
+    from medrega import presets
     from medrega.inference import BoxConstraintLogitsProcessor
 
-    model, processor = tiny
     path = make_phantom_dataset(tmp_path / "p", 2, seed=9, tasks=("detection",), langs=("en",))
     seen = []
-    real = model.generate
 
-    def spy(**kwargs):
-        seen.append([type(p) for p in kwargs["logits_processor"]])
-        return real(**kwargs)
+    def spy_on(model):
+        real = model.generate
+        monkeypatch.setattr(model, "generate", lambda **kwargs: seen.append([type(p) for p in kwargs["logits_processor"]]) or real(**kwargs))
 
-    monkeypatch.setattr(model, "generate", spy)
+    model, processor = tiny
+    spy_on(model)
     run_benchmark((model, processor), str(path), tmp_path / "out", batch_size=2, max_new_tokens=6, constrained=True, progress=False)
     assert seen == [[BoxConstraintLogitsProcessor]]
     lines = read_predictions(tmp_path / "out" / "predictions.jsonl")
     assert len(lines) == 2 and not any(line["problems"] for line in lines.values())  # no malformed box can be written
-    with pytest.raises(ValueError, match="loc-token codec"):
-        predict(model, SimpleNamespace(codec=TextBoxCodec()), [], tmp_path / "text.jsonl", constrained=True)
+    text_model, text_processor = presets.build("tiny", region_codec={"type": "text", "scale": 1000}, hidden_size=64, num_layers=1, vision_layers=1, vision_width=64)
+    seen.clear()
+    spy_on(text_model)
+    run_benchmark((text_model, text_processor), str(path), tmp_path / "text", batch_size=2, max_new_tokens=6, constrained=True, progress=False)
+    assert seen == [[]] and len(read_predictions(tmp_path / "text" / "predictions.jsonl")) == 2  # as the Assistant: unconstrained, no failure

@@ -145,3 +145,14 @@ def test_transcode_text_to_loc_keeps_prose_and_format_descriptions():
     assert out.endswith("</box>：肿块")
     (g,) = LocTokenCodec(1000).parse(out, (512, 512))
     assert g.boxes[0] == pytest.approx((661 / 999 * 512, 528 / 999 * 512, 743 / 999 * 512, 599 / 999 * 512), abs=0.26)
+
+
+def test_map_boxes_moves_one_images_boxes_and_writes_them_for_the_new_size():
+    codec = TextBoxCodec(scale=1000)
+    sizes = [(200, 100), (50, 50)]
+    text = "<ref>a</ref><box><img_1>[[100, 100, 500, 500]]</box> and <ref>b</ref><box><img_2>[[0, 0, 500, 500]]</box>, format [[x1, y1, x2, y2]]"
+    shifted = codec.map_boxes(text, sizes, lambda boxes, i: [(x1 - 10, y1, x2 - 10, y2) for x1, y1, x2, y2 in boxes] if i == 0 else None, output_size=[(100, 100), (50, 50)])
+    assert shifted.endswith("<ref>b</ref><box><img_2>[[0, 0, 500, 500]]</box>, format [[x1, y1, x2, y2]]")
+    (moved,) = codec.parse(shifted, [(100, 100), (50, 50)])[0].boxes
+    assert moved == pytest.approx((10, 10, 90, 50))
+    assert codec.map_boxes(text, sizes, lambda boxes, i: boxes, target=LocTokenCodec(bins=10)) == codec.transcode(text, sizes, LocTokenCodec(bins=10))

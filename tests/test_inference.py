@@ -138,6 +138,18 @@ def test_report_grounded_and_chinese(boxy, scans):
     assert type(result.answer).__name__ == "GroundedReport"
 
 
+def test_report_many_takes_the_constraint_option(tiny, scans, monkeypatch):
+    from medrega.inference import BoxConstraintLogitsProcessor
+
+    model, processor = tiny
+    seen, real = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda **kwargs: seen.append([type(p) for p in kwargs["logits_processor"]]) or real(**kwargs))
+    reporter = Assistant(model, processor, max_new_tokens=4)
+    reporter.report_many([scans["png"]], grounded=True, progress=False)
+    reporter.report_many([scans["png"]], grounded=True, progress=False, constrained=False)
+    assert seen == [[BoxConstraintLogitsProcessor], []]
+
+
 def test_ask_several_images_boxes_carry_their_image(boxy, scans):
     result = boxy.ask([scans["png"], scans["jpeg"]], "What changed between the studies?")
     assert result.task == "multi_image" and result.image_sizes == [SIZES["png"], SIZES["jpeg"]]

@@ -59,7 +59,31 @@ def test_config_round_trip_and_validation(tmp_path):
     with pytest.raises(ValueError, match="pixel_shuffle ratio"):
         MedRegAConfig(vision_config=cfg.vision_config, text_config=cfg.text_config, image_token_id=1, projector_config={"pixel_shuffle": 0.3})
     timm_dict = MedRegAConfig(vision_config={"timm_name": "vit_tiny_patch16_224", "kwargs": {"depth": 1}, "image_size": 64}, text_config=cfg.text_config, image_token_id=1)
-    assert isinstance(timm_dict.vision_config, M.TimmVisionConfig) and timm_dict.num_image_tokens == 16
+    assert isinstance(timm_dict.vision_config, M.TimmVisionConfig) and M.image_token_count(timm_dict) == 16
+    assert timm_dict.num_image_tokens is None  # counted when a model is built (test_num_image_tokens_...)
+
+
+def test_num_image_tokens_is_counted_by_builders_and_checked_by_the_model():
+    cfg = tiny_config(VOCAB, IMG, hidden_size=32, num_layers=2, vision_width=32, vision_layers=1, image_size=32, patch_size=8)
+    assert cfg.num_image_tokens == 16  # the builder counts it: 4x4 patches
+    bare = MedRegAConfig(vision_config=cfg.vision_config, text_config=cfg.text_config, image_token_id=IMG)
+    assert bare.num_image_tokens is None  # a config alone builds no tower
+    assert MedRegAForConditionalGeneration(bare).config.num_image_tokens == 16
+    wrong = MedRegAConfig(vision_config=cfg.vision_config, text_config=cfg.text_config, image_token_id=IMG, num_image_tokens=9)
+    with pytest.raises(ValueError, match="num_image_tokens is 9 but the vision tower and projector give 16"):
+        MedRegAForConditionalGeneration(wrong)
+    with pytest.raises(ValueError, match="pixel shuffle by 3"):
+        M.image_token_count(MedRegAConfig(vision_config=cfg.vision_config, text_config=cfg.text_config, projector_config={"pixel_shuffle": 1 / 3}))
+
+
+def test_tie_word_embeddings_is_the_language_models():
+    cfg = tiny_config(VOCAB, IMG, hidden_size=32, num_layers=2, vision_width=32, vision_layers=1, image_size=32)
+    assert cfg.tie_word_embeddings is False
+    with pytest.raises(ValueError, match="tie_word_embeddings=True contradicts text_config.tie_word_embeddings=False"):
+        MedRegAConfig(vision_config=cfg.vision_config, text_config=cfg.text_config, tie_word_embeddings=True)
+    tied_text = {**cfg.text_config.to_dict(), "tie_word_embeddings": True}
+    assert MedRegAConfig(vision_config=cfg.vision_config, text_config=tied_text).tie_word_embeddings is True
+    assert MedRegAConfig(vision_config=cfg.vision_config, text_config=tied_text, tie_word_embeddings=True).tie_word_embeddings is True
 
 
 def test_forward_backward_loss_only_where_labels(model):

@@ -12,7 +12,13 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from medrega.models import LLAVA_KEY_MAPPING, MedRegAConfig, MedRegAForConditionalGeneration, convert_state_dict
+from medrega.models import (
+    LLAVA_KEY_MAPPING,
+    MedRegAConfig,
+    MedRegAForConditionalGeneration,
+    convert_state_dict,
+    image_token_count,
+)
 
 VOCAB, IMG = 120, 119
 
@@ -41,8 +47,8 @@ def test_logits_equal_llava(layer):
     llava_cfg = LlavaConfig(vision_config=clip_config(), text_config=text_config(), image_token_id=IMG, image_seq_length=16, vision_feature_layer=layer, vision_feature_select_strategy="default")
     llava = LlavaForConditionalGeneration(llava_cfg).eval()
     ours_cfg = MedRegAConfig(vision_config=clip_config(), text_config=text_config(), image_token_id=IMG, vision_feature_layer=layer, vision_feature_select_strategy="default")
-    assert ours_cfg.num_image_tokens == 16  # 4x4 patches, CLS dropped
     ours = MedRegAForConditionalGeneration(ours_cfg).eval()
+    assert ours.config.num_image_tokens == 16  # 4x4 patches, CLS dropped: counted when the model is built
     missing, unexpected = ours.load_state_dict(convert_state_dict(llava.state_dict(), LLAVA_KEY_MAPPING), strict=False)
     assert not unexpected and not missing
     ids = torch.cat([torch.tensor([1, 5, 6]), torch.full((16,), IMG), torch.arange(10, 20), torch.full((16,), IMG), torch.tensor([7, 8])])
@@ -57,7 +63,7 @@ def test_logits_equal_llava(layer):
 def test_siglip_tower_keeps_all_patches():
     vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
     cfg = MedRegAConfig(vision_config=vision, text_config=text_config(), image_token_id=IMG)
-    assert cfg.num_image_tokens == 16 and cfg.image_mean == [0.5, 0.5, 0.5]
+    assert image_token_count(cfg) == 16 and cfg.image_mean == [0.5, 0.5, 0.5]
 
 
 def test_from_parts_with_local_dirs(tmp_path, tiny_tokenizer):
@@ -84,3 +90,18 @@ def test_from_parts_with_local_dirs(tmp_path, tiny_tokenizer):
         MedRegAForConditionalGeneration.from_parts(vision="no_such_net", language_model=lm, tokenizer=tiny_tokenizer)
     timm_model = MedRegAForConditionalGeneration.from_parts(vision="vit_tiny_patch16_224", language_model=lm, tokenizer=tiny_tokenizer, vision_pretrained=False, image_size=32, timm_kwargs={"depth": 1})
     assert timm_model.config.num_image_tokens == 4
+
+
+def test_from_parts_mean_initialises_rows_of_tokens_added_before(tmp_path, tiny_tokenizer):
+    """A tokenizer that already holds medrega's tokens: the rows the resize adds still start at the mean."""
+    from medrega.processing import MedRegAProcessor
+
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(text_config(len(tiny_tokenizer)))
+    old = len(tiny_tokenizer)
+    MedRegAProcessor.prepare_tokenizer(tiny_tokenizer)
+    model = MedRegAForConditionalGeneration.from_parts(vision="vit_tiny_patch16_224", language_model=lm, tokenizer=tiny_tokenizer, vision_pretrained=False, image_size=32, timm_kwargs={"depth": 1})
+    new_rows = model.get_input_embeddings().weight[old:]
+    assert new_rows.shape[0] == len(tiny_tokenizer) - old > 1000
+    torch.testing.assert_close(new_rows, lm.get_input_embeddings().weight[:old].mean(0).expand_as(new_rows))
+    torch.testing.assert_close(model.get_output_embeddings().weight[old:], lm.lm_head.weight[:old].mean(0).expand_as(new_rows))

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from medrega.boxes import iou_matrix
+from medrega.builders.phantom_records import make_phantom_dataset
 from medrega.data import load_records
-from medrega.data.phantom_records import make_phantom_dataset
 from medrega.data.phantoms import SOURCE, VOCAB
 from medrega.tasks import TASKS, get_task
 

@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medrega.answers import has_cjk
 from medrega.data.records import Record
 from medrega.grounding import IMAGE_TOKEN, Grounding, LocTokenCodec, TextBoxCodec
 from medrega.tasks import TASKS, GroundedSentence, as_rng, get_task, ordinal
 
-CJK = re.compile(r"[\u4e00-\u9fff]")
 SIZE = (320, 240)
 MULTI = [(320, 240), (200, 300)]
 EXPECTED = [
@@ -54,10 +54,10 @@ def test_templates_exist_in_both_languages(name):
         assert set(by_lang) == {"en", "zh"}, kind
         assert len(by_lang["en"]) >= 2 and len(by_lang["zh"]) >= 2, kind
         words = {lang: [re.sub(r"\{\w+\}|\s", "", t) for t in by_lang[lang]] for lang in ("en", "zh")}
-        assert all(CJK.search(w) for w in words["zh"] if w), kind  # a bare "{question}" is shared
-        assert any(CJK.search(w) for w in words["zh"]), kind
-        assert not any(CJK.search(w) for w in words["en"]), kind
-    assert CJK.search(task.PREAMBLES["zh"]) and not CJK.search(task.PREAMBLES["en"])
+        assert all(has_cjk(w) for w in words["zh"] if w), kind  # a bare "{question}" is shared
+        assert any(has_cjk(w) for w in words["zh"]), kind
+        assert not any(has_cjk(w) for w in words["en"]), kind
+    assert has_cjk(task.PREAMBLES["zh"]) and not has_cjk(task.PREAMBLES["en"])
 
 
 def test_seeded_choice_is_deterministic_and_varies():

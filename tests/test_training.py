@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medrega import presets
-from medrega.data.phantom_records import make_phantom_dataset
+from medrega.builders.phantom_records import make_phantom_dataset
 from medrega.training import DataSource, TrainConfig, Trainer, load_config
 from medrega.training.checkpoint import CheckpointManager
 

@@ -1,9 +1,8 @@
 """Records and data: loading and validation, images (incl. DICOM), indexed datasets, mixing,
 length-grouped sampling, padding / packing, box-aware augmentation and Med-MAT selection.
 
-Builders from annotations live in :mod:`medrega.data.builders`, readers for public annotation files in
-:mod:`medrega.data.public_annotations`; synthetic phantoms are drawn in :mod:`medrega.data.phantoms` and
-written as records by :mod:`medrega.data.phantom_records`.
+Synthetic phantoms are drawn in :mod:`medrega.data.phantoms`. Builders that write records with the
+task library (from annotations, public annotation files and phantoms) sit above it, in :mod:`medrega.builders`.
 """
 
 from medrega.data.augment import BoxAugment, augment_record

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -27,11 +26,9 @@ from PIL import Image
 
 from medrega import boxes as B
 from medrega.data.records import Record, Turn
-from medrega.grounding import BOX_END, BOX_START, Grounding, TextBoxCodec
+from medrega.grounding import Grounding, TextBoxCodec
 
 __all__ = ["AppliedTransform", "BoxAugment", "augment_record"]
-
-_BOX = re.compile(re.escape(BOX_START) + r".*?" + re.escape(BOX_END), re.S)
 
 
 @dataclass(frozen=True)
@@ -184,13 +181,8 @@ def _text_boxes(codec: TextBoxCodec, text: str, sizes: list[tuple[int, int]], im
 
 
 def _rewrite(codec: TextBoxCodec, text: str, sizes, new_sizes, image_index: int, transform: AppliedTransform) -> str:
-    def one(match: re.Match) -> str:
-        parsed = codec.parse(match.group(0), sizes)
-        if parsed.problems or len(parsed) != 1 or parsed[0].image_index != image_index:
-            return match.group(0)  # not a box of this image, or prose describing the format
-        return codec.format_box(transform.apply_boxes(parsed[0].boxes), new_sizes, image_index)
-
-    return _BOX.sub(one, text)
+    """``text`` with the boxes of image ``image_index`` moved by ``transform`` (other images' boxes kept)."""
+    return codec.map_boxes(text, sizes, lambda boxes, index: transform.apply_boxes(boxes) if index == image_index else None, output_size=new_sizes)
 
 
 def augment_record(

@@ -1,9 +1,9 @@
 """``JsonlDataset``: indexed, lazily parsed records that keep worker memory flat.
 
 A DataLoader forks its workers; a Python list of dicts is copied page by page into every worker as
-reference counts are touched. This dataset keeps only numpy arrays (the byte offset, byte length and
-line number of each record, 16 bytes a record), opens the file lazily in each process and parses one
-line per ``__getitem__`` with the same conversion as :func:`medrega.data.load_records`.
+reference counts are touched. This dataset keeps only numpy arrays (the byte offset, byte length, line
+number and, after a scan, image count of each record: 18 bytes a record), opens the file lazily in each
+process and parses one line per ``__getitem__`` with the same conversion as :func:`medrega.data.load_records`.
 
 Validation: ``scan=True`` (the default) parses every line once at construction, so a bad record is
 reported with its ``file:line`` before training starts; with ``on_error="skip"`` bad lines are left
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from medrega.data.loading import FORMATS, JsonLineError, detect_format, parse_json_line, record_from_raw
+from medrega.data.loading import FORMATS, JsonLineError, detect_format, parse_json_line, record_from_raw, skip_reason
 from medrega.data.records import Record, RecordError
 
 __all__ = ["JsonlDataset", "line_index"]
@@ -29,6 +29,7 @@ __all__ = ["JsonlDataset", "line_index"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 24
+BYTES_PER_TOKEN = 4  # JSONL bytes per text token, roughly, for length estimates
 
 
 def line_index(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,6 +106,7 @@ class JsonlDataset:
         self.confine_images = confine_images
         self.transform = transform
         self.skipped: list[RecordError] = []
+        self.image_counts: np.ndarray | None = None  # images per record, known after a scan
         self._fd: int | None = None
         self._pid: int | None = None
         self.starts, self.lengths, self.lines = line_index(self.path)
@@ -128,14 +130,16 @@ class JsonlDataset:
 
     def _scan(self, on_error: str) -> None:
         keep = np.ones(len(self.starts), dtype=bool)
+        images = np.zeros(len(self.starts), dtype=np.int16)
         for i in range(len(self.starts)):
             try:
-                self._record(i)
+                images[i] = len(self._record(i).images)
             except RecordError as err:
                 if on_error == "raise":
                     raise
                 keep[i] = False
                 self.skipped.append(err)
+        self.image_counts = images[keep]
         if self.skipped:
             self.starts, self.lengths, self.lines = self.starts[keep], self.lengths[keep], self.lines[keep]
             logger.warning("%s: %s", self.path, self.report())
@@ -146,7 +150,7 @@ class JsonlDataset:
             return f"{len(self)} record(s) indexed, none skipped"
         by_reason: dict[str, list[str]] = {}
         for err in self.skipped:
-            by_reason.setdefault(f"{err.field}: {err.reason.split(':')[0]}", []).append(f"{err.source}:{err.line}")
+            by_reason.setdefault(skip_reason(err), []).append(f"{err.source}:{err.line}")
         lines = [f"{len(self)} record(s) indexed, {len(self.skipped)} skipped:"]
         for reason, where in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
             more = f" (+{len(where) - max_locations} more)" if len(where) > max_locations else ""
@@ -190,8 +194,19 @@ class JsonlDataset:
 
     @property
     def byte_lengths(self) -> np.ndarray:
-        """Each record's line length in bytes: a free proxy of its token length for length grouping."""
+        """Each record's line length in bytes."""
         return self.lengths
+
+    def token_lengths(self, tokens_per_image: int, bytes_per_token: float = BYTES_PER_TOKEN) -> np.ndarray:
+        """Each record's estimated token length, for length grouping, without tokenising: its line's
+        bytes over ``bytes_per_token`` plus ``tokens_per_image`` placeholder tokens per image.
+
+        Raises:
+            ValueError: without a scan (``scan=False``), as image counts are read by the scan.
+        """
+        if self.image_counts is None:
+            raise ValueError(f"{self.path}: token lengths need the image counts of a scan (scan=True)")
+        return np.ceil(self.lengths / bytes_per_token).astype(np.int64) + self.image_counts.astype(np.int64) * int(tokens_per_image)
 
     # -- pickling (DataLoader workers with spawn) -----------------------------------------------
     def __getstate__(self) -> dict:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medrega.data.records import Record, RecordError, Turn, detect_lang
-from medrega.grounding import IMAGE_TOKEN, Grounding
+from medrega.grounding import DEFAULT_BOX_SCALE, IMAGE_TOKEN, MEDREGA_BOX_SCALE, Grounding
 
 __all__ = ["load_records", "record_from_raw", "RecordList", "FORMATS", "detect_format", "iter_raw", "parse_json_line", "JsonLineError"]
 
@@ -77,6 +77,12 @@ def _grounding(value, field: str) -> Grounding:
     return grounding
 
 
+def skip_reason(err: RecordError) -> str:
+    """What a skipped record is counted under: its field and the reason without the detail after a
+    colon (``"images[0]: image not found"`` for ``image not found: /data/a.png``)."""
+    return f"{err.field}: {err.reason.partition(':')[0]}"
+
+
 class RecordList(list):
     """A ``list[Record]`` that also keeps what was skipped: ``skipped`` holds the :class:`RecordError` s."""
 
@@ -88,7 +94,7 @@ class RecordList(list):
         """One line per skip reason with its count, e.g. ``"2 skipped: 2 x images[0]: image not found"``."""
         if not self.skipped:
             return f"{len(self)} record(s) loaded, none skipped"
-        reasons = Counter(f"{e.field}: {e.reason.split(':')[0]}" for e in self.skipped)
+        reasons = Counter(skip_reason(e) for e in self.skipped)
         lines = [f"{len(self)} record(s) loaded, {len(self.skipped)} skipped:"]
         lines += [f"  {n} x {reason}" for reason, n in reasons.most_common()]
         return "\n".join(lines)
@@ -212,7 +218,7 @@ def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale
             images=[_resolve(base, image_root, p) for p in images],
             conversation=conversation,
             image_sizes=sizes if images else None,
-            box_scale=box_scale or 999,
+            box_scale=box_scale or MEDREGA_BOX_SCALE,
             lang=detect_lang(" ".join(t.content for t in conversation)),
             task=_optional_str(obj, "task"),
         )
@@ -233,7 +239,7 @@ def _convert(obj: dict, fmt: str, base: Path, image_root: Path | None, box_scale
         conversation=conversation,
         groundings=[_grounding(g, f"groundings[{i}]") for i, g in enumerate(_typed(obj.get("groundings", []), list, "groundings", "a list of groundings"))],
         image_sizes=_sizes(sizes, "image_sizes") if sizes else None,
-        box_scale=_positive_int(obj.get("box_scale", box_scale or 1000), "box_scale"),
+        box_scale=_positive_int(obj.get("box_scale", box_scale or DEFAULT_BOX_SCALE), "box_scale"),
         lang=_optional_str(obj, "lang") or detect_lang(" ".join(t.content for t in conversation)),
         task=task,
         modality=_optional_str(obj, "modality"),

@@ -11,7 +11,7 @@ Selection rule of :func:`select_training_subsets`:
 1. Take every subset that shares exactly two elements with the target: these combinations are the
    closest neighbours of the target. Subsets equal to the target on all three elements are left out
    (``exclude_target``, the compositional-generalization setting) or taken as well.
-3. For each element still uncovered, add the subsets sharing one element that cover the most
+2. For each element still uncovered, add the subsets sharing one element that cover the most
    uncovered elements, lowest subset number first, until each of M, A and T is covered or no subset
    can cover it (reported in ``uncovered``).
 

@@ -20,7 +20,7 @@ lesion          病灶     small dark disc inside the liver (present or not)
 
 Positions and sizes jitter with the seed; every box is the tight box (:func:`medrega.boxes.from_mask`)
 of the drawn mask. Images get a 3-tap blur and mild Gaussian noise. Records and datasets for every task
-are written by :func:`medrega.data.phantom_records.make_phantom_dataset`.
+are written by :func:`medrega.builders.phantom_records.make_phantom_dataset`.
 """
 
 from __future__ import annotations

@@ -21,16 +21,15 @@ image sizes are known. Every ``<image>`` in user turns pairs, in order, with one
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medrega.grounding import IMAGE_TOKEN, Grounding, GroundingParseError, TextBoxCodec
+from medrega.answers import has_cjk
+from medrega.grounding import DEFAULT_BOX_SCALE, IMAGE_TOKEN, Grounding, GroundingParseError, TextBoxCodec
 
 __all__ = ["Turn", "Record", "RecordError", "ROLES", "detect_lang"]
 
 ROLES = ("system", "user", "assistant")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 class RecordError(ValueError):
@@ -44,7 +43,7 @@ class RecordError(ValueError):
 
 def detect_lang(text: str) -> str:
     """``"zh"`` when the text holds Chinese characters, else ``"en"``."""
-    return "zh" if _CJK.search(text) else "en"
+    return "zh" if has_cjk(text) else "en"
 
 
 @dataclass
@@ -78,7 +77,7 @@ class Record:
     conversation: list[Turn]
     groundings: list[Grounding] = field(default_factory=list)
     image_sizes: list[tuple[int, int]] | None = None
-    box_scale: int = 1000
+    box_scale: int = DEFAULT_BOX_SCALE
     lang: str = "en"
     task: str | None = None
     modality: str | None = None

@@ -30,7 +30,8 @@ class LengthGroupedBatchSampler:
     """Yield lists of dataset indices, batches grouped by length.
 
     Args:
-        lengths: the (token) length of every sample, shape ``(N,)``.
+        lengths: the token length of every sample, shape ``(N,)``; an estimate that counts image
+            placeholder tokens is enough (:meth:`medrega.data.JsonlDataset.token_lengths`).
         batch_size: samples per batch on each rank.
         world_size, rank: the distributed layout (``rank`` in ``0..world_size-1``).
         seed: seeds the permutation and the batch order (combined with the epoch).

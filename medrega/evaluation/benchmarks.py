@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medrega.data import Record, load_records, read_mat_table, tag_records
-from medrega.grounding import BOX_START
+from medrega.grounding import BOX_START, TextBoxCodec
 from medrega.metrics import parse_choice, parse_options
 from medrega.tasks.base import prose
 
@@ -31,7 +31,6 @@ __all__ = ["BenchmarkFile", "Sample", "infer_task", "load_benchmark", "load_benc
 
 logger = logging.getLogger(__name__)
 
-_REAL_BOX = re.compile(r"<box>\s*(?:<img_\d+>)?\s*\[\s*\[\s*\d")
 _CHOICE_LIST = re.compile(r"possible diagnoses|candidate (?:findings|labels)|choose one of|可能的诊断|候选|从以下选项", re.I)
 _REPORT = re.compile(r"\breport\b|报告", re.I)
 
@@ -76,6 +75,7 @@ class Sample:
         task: the task name (the record's, or inferred).
         skip: why the sample cannot be evaluated (``None`` when it can).
         line: its line (or array index) in the file, 1-based.
+        skip_reason: what a skip is counted under in the metrics table (the rejected field, ``"image not found"``).
     """
 
     key: str
@@ -84,6 +84,7 @@ class Sample:
     task: str | None = None
     skip: str | None = None
     line: int = 0
+    skip_reason: str | None = None
 
     @property
     def ability(self) -> str | None:
@@ -111,6 +112,14 @@ def reference_turn(record: Record) -> int:
         if record.conversation[i].role == "assistant":
             return i
     return len(record.conversation)
+
+
+def _holds_a_box(text: str, record: Record) -> bool:
+    """Whether ``text`` holds a ``<box>`` that decodes (not a prompt describing the format)."""
+    if BOX_START not in text:
+        return False
+    scale = record.box_scale  # coordinates are on 0..scale whatever the image size
+    return bool(TextBoxCodec(scale=scale).parse(text, [(scale, scale)] * max(1, len(record.images))))
 
 
 def infer_task(record: Record) -> str:
@@ -141,7 +150,7 @@ def infer_task(record: Record) -> str:
         return "regional_cot"
     if BOX_START in answer:
         return "grounded_report" if prose(answer) else "detection"
-    if _REAL_BOX.search(question):
+    if _holds_a_box(question, record):
         return "identification"
     if parse_options(question) or _CHOICE_LIST.search(question) or (answer and parse_choice(answer.strip()) and len(answer.strip()) <= 3):
         return "classification"
@@ -173,14 +182,14 @@ def load_benchmark(spec: BenchmarkFile | str, limit: int | None = None) -> list[
     if spec.mat_table is not None:
         tag_records(records, read_mat_table(spec.mat_table), on_missing="skip")
     samples = [
-        Sample(f"{path}:{err.line}", spec.dataset, None, skip=f"{err.field}: {err.reason}", line=err.line or 0)
+        Sample(f"{path}:{err.line}", spec.dataset, None, skip=f"{err.field}: {err.reason}", line=err.line or 0, skip_reason=err.field)
         for err in records.skipped
     ]
     for record in records:
         task = record.task or infer_task(record)
         missing = next((p for p in record.images if not Path(p).is_file()), None)
-        skip = f"image not found: {missing}" if missing is not None else None
-        samples.append(Sample(record.location, spec.dataset, record, task, skip, _line_of(record.location)))
+        skip, reason = (f"image not found: {missing}", "image not found") if missing is not None else (None, None)
+        samples.append(Sample(record.location, spec.dataset, record, task, skip, _line_of(record.location), reason))
     samples.sort(key=lambda s: s.line)
     if limit is not None:
         samples = samples[:limit]

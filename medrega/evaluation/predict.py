@@ -13,7 +13,8 @@ Design choices:
   model's codec with the images' real sizes. Greedy decoding.
 * Batches hold samples of similar prompt length and image count (less padding). Images are loaded
   one batch at a time; a sample whose image cannot be read is written as skipped, not raised.
-* ``constrained=True`` adds :class:`~medrega.inference.BoxConstraintLogitsProcessor`. It acts only inside
+* Generation is :func:`medrega.inference.generation.generate_answers`, the Assistant's path.
+  ``constrained=True`` adds :class:`~medrega.inference.BoxConstraintLogitsProcessor`. It acts only inside
   ``<box>``, so it changes the answers that write boxes (detection, grounded reports) and nothing else.
 """
 
@@ -26,14 +27,12 @@ from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
 
-import torch
-from transformers import LogitsProcessorList
-
 from medrega.data.images import ImageLoadError, load_image
 from medrega.data.loading import JsonLineError, parse_json_line
 from medrega.data.records import Record, Turn
 from medrega.evaluation.benchmarks import Sample, reference_turn
-from medrega.grounding import BOX_START, Grounding, LocTokenCodec, RegionCodec, TextBoxCodec
+from medrega.grounding import BOX_START, Grounding, RegionCodec, TextBoxCodec
+from medrega.inference.generation import generate_answers
 
 __all__ = ["FIELDS", "predict", "prompt_turns", "read_predictions", "reference_groundings"]
 
@@ -41,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 FIELDS = (
     "key", "id", "task", "lang", "dataset", "ability", "split", "triplet", "prompt",
-    "raw_output", "text", "groundings", "problems", "reference", "gt_groundings", "skipped",
+    "raw_output", "text", "groundings", "problems", "reference", "gt_groundings", "skipped", "skip_reason",
 )  # fmt: skip
 
 
@@ -143,45 +142,27 @@ def _base(sample: Sample) -> dict:
     return line
 
 
-def _skipped(sample: Sample, reason: str) -> dict:
+def _skipped(sample: Sample, message: str, reason: str) -> dict:
+    """The line of a skipped sample: ``skipped`` says why in full, ``skip_reason`` is what it is counted under."""
     line = _base(sample)
-    line["skipped"] = reason
+    line.update(skipped=message, skip_reason=reason)
     if sample.record is not None:
         line["gt_groundings"] = [g.to_dict() for g in reference_groundings(sample.record, sample.record.image_sizes)]
     return line
 
 
 class _Generator:
-    """``model.generate`` over a batch of samples whose images are loaded."""
+    """Generation over a batch of evaluation samples whose images are loaded (prompts in the model's codec)."""
 
     def __init__(self, model, processor, max_new_tokens: int, constrained: bool, generate_kwargs: dict):
-        if constrained and not isinstance(processor.codec, LocTokenCodec):
-            raise ValueError(f"constrained decoding needs the loc-token codec; this processor uses {type(processor.codec).__name__}")
         self.model, self.processor = model.eval(), processor
-        self.max_new_tokens, self.constrained, self.generate_kwargs = int(max_new_tokens), constrained, generate_kwargs
-        tok = processor.tokenizer
-        self.eos = [i for i in (processor.im_end_id, tok.eos_token_id) if i is not None]
-        self.pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos[0]
+        self.options = {"max_new_tokens": max_new_tokens, "constrained": constrained, "generate_kwargs": generate_kwargs}
 
     def __call__(self, records: Sequence[Record], images: Sequence[list]) -> list:
         """Decoded answers (:class:`~medrega.processing.Decoded`) of one batch."""
-        from medrega.inference.constrained import BoxConstraintLogitsProcessor
-
-        sizes = [[im.size for im in ims] for ims in images]
         codec = self.processor.codec
-        prompts = [self.processor.render(prompt_turns(r, s, codec), add_generation_prompt=True) for r, s in zip(records, sizes)]
-        batch = self.processor(text=prompts, images=[list(ims) for ims in images], return_tensors="pt", padding_side="left")
-        device = next(self.model.parameters()).device
-        inputs = batch.to(device=device, dtype=self.model.dtype)  # casts pixel_values only
-        length = inputs["input_ids"].shape[1]
-        processors = LogitsProcessorList()
-        if self.constrained:
-            n_images = [len(ims) for ims in images]
-            processors.append(BoxConstraintLogitsProcessor.from_processor(self.processor, n_images=n_images, max_length=length + self.max_new_tokens))
-        options = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "eos_token_id": self.eos, "pad_token_id": self.pad, **self.generate_kwargs}
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, logits_processor=processors, **options)
-        return self.processor.post_process(out[:, length:].cpu(), batch.image_sizes)  # (B, new tokens)
+        turns = [prompt_turns(r, [im.size for im in ims], codec) for r, ims in zip(records, images, strict=True)]
+        return generate_answers(self.model, self.processor, turns, images, **self.options)
 
 
 def _load(sample: Sample) -> tuple[list | None, str | None]:
@@ -197,7 +178,7 @@ def _predict_batch(generator: _Generator, batch: Sequence[Sample]) -> list[dict]
     for sample in batch:
         loaded, reason = _load(sample)
         if loaded is None:
-            lines.append(_skipped(sample, reason))
+            lines.append(_skipped(sample, reason, "image not readable"))
         else:
             chunk.append(sample)
             images.append(loaded)
@@ -231,7 +212,7 @@ def predict(
         path: the predictions JSONL (created, or resumed).
         batch_size: samples per ``generate`` call.
         max_new_tokens: generation budget per answer.
-        constrained: constrain boxes to well-formed loc-token groups (needs the loc-token codec).
+        constrained: constrain boxes to well-formed loc-token groups (a text-codec model decodes unconstrained).
         progress: show a progress bar over samples.
         generate_kwargs: more ``model.generate`` options (e.g. ``num_beams``).
 
@@ -259,7 +240,7 @@ def predict(
     ready.sort(key=lambda s: (len(s.record.images), sum(len(t.content) for t in s.record.conversation[: reference_turn(s.record)])))
     with open(path, "a", encoding="utf-8") as out, tqdm(total=len(samples), initial=len(results), desc="eval", disable=not progress, unit="sample") as bar:
         generated = (_predict_batch(generator, ready[i : i + batch_size]) for i in range(0, len(ready), batch_size))
-        for lines in chain([[_skipped(s, s.skip) for s in pending if s.skip is not None]], generated):  # lazily, batch by batch
+        for lines in chain([[_skipped(s, s.skip, s.skip_reason) for s in pending if s.skip is not None]], generated):  # lazily, batch by batch
             results.update((line["key"], line) for line in lines)
             out.write("".join(_dump(line) for line in lines))
             out.flush()

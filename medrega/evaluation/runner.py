@@ -52,8 +52,8 @@ def load_model(path: str | Path, device: str | None = None, dtype: str | None = 
 
 
 def _skip_counts(lines: list[dict]) -> dict[str, int]:
-    """Skipped samples by reason (the text before the first colon: ``"image not found"``)."""
-    return dict(Counter(str(line["skipped"]).split(":")[0] for line in lines if line.get("skipped")).most_common())
+    """Skipped samples by ``skip_reason`` (``"image not found"``, or the field a rejected record broke)."""
+    return dict(Counter(line["skip_reason"] for line in lines if line.get("skipped")).most_common())
 
 
 def _markdown(table: str, n: int, skipped: dict[str, int]) -> str:

@@ -9,7 +9,8 @@ Design choices:
   task's structured reading (a report's sections, the chosen option, ...).
 * Images are loaded once (:func:`medrega.data.images.load_image`: path, PIL, numpy or DICOM); the RGB
   originals travel with the result, and every box is in their pixels.
-* Greedy decoding by default; box constraints (:class:`BoxConstraintLogitsProcessor`) are on by default
+* Generation goes through :func:`~medrega.inference.generation.generate_answers` (the path ``medrega eval``
+  uses too). Greedy decoding by default; box constraints (:class:`BoxConstraintLogitsProcessor`) are on by default
   for loc-token models (a text-codec model decodes unconstrained).
   They only act inside ``<box>``, so prose is generated exactly as without them.
 * ``*_many`` methods batch prompts (left padding), loading images one batch at a time, with a progress bar.
@@ -19,7 +20,6 @@ Design choices:
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,21 +27,18 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import LogitsProcessorList
 
 from medrega import boxes as B
-from medrega.grounding import Grounding, LocTokenCodec
-from medrega.inference.constrained import BoxConstraintLogitsProcessor
+from medrega.grounding import Grounding
+from medrega.inference.generation import generate_answers
 from medrega.inference.results import Result
 from medrega.inference.streaming import TextStream
 from medrega.processing import Decoded
 from medrega.tasks import get_task
-from medrega.tasks.base import check_lang, image_noun
+from medrega.tasks.base import check_lang
 from medrega.tasks.classification import LETTERS
 
 __all__ = ["Assistant"]
-
-logger = logging.getLogger(__name__)
 
 _MARKUP = re.compile(r"<image>|</?ref>|</?box>|<img_\d+>|<loc_\d+>|<\|im_(?:start|end)\|>")
 
@@ -87,9 +84,6 @@ class Assistant:
         self.batch_size = int(batch_size)
         self.window = window
         self.generate_kwargs = generate_kwargs
-        tok = processor.tokenizer
-        self._eos = [i for i in (processor.im_end_id, tok.eos_token_id) if i is not None]
-        self._pad = tok.pad_token_id if tok.pad_token_id is not None else self._eos[0]
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device=None, dtype=None, **kwargs) -> Assistant:
@@ -180,9 +174,7 @@ class Assistant:
         def build() -> _Job:
             im, modality = self._load(image)
             query = B.validate_box(box, im.size)
-            # the identification template, with the box written in the model's codec (no lossy round trip)
-            question = task.pick("region", lang, SEED, box=self.codec.format_box([query], im.size), image=image_noun(modality, lang))
-            prompt = task.user_turn(question, lang)
+            prompt = task.build_prompt(query, im.size, lang, SEED, modality=modality, codec=self.codec)
 
             def finish(d: Decoded) -> Result:
                 name = task.parse_answer(d.raw_text, codec=self.codec)
@@ -209,11 +201,19 @@ class Assistant:
         return self._stream(job, constrained) if stream else self._run([job], constrained=constrained)[0]
 
     def report_many(
-        self, images: Sequence, grounded: bool = False, lang: str = "en", *, style: str = "cxr", batch_size: int | None = None, progress: bool = True
+        self,
+        images: Sequence,
+        grounded: bool = False,
+        lang: str = "en",
+        *,
+        style: str = "cxr",
+        batch_size: int | None = None,
+        progress: bool = True,
+        constrained: bool = True,
     ) -> list[Result]:
         """:meth:`report` over many images in batches, with a progress bar (options as :meth:`report` / :meth:`detect_many`)."""
         builders = [lambda im=im: self._report_job(im, grounded, lang, style) for im in images]
-        return self._run(builders, batch_size=batch_size, progress=progress, desc="report")
+        return self._run(builders, batch_size=batch_size, progress=progress, desc="report", constrained=constrained)
 
     def ask(self, images, question: str, lang: str = "en", *, stream: bool = False, constrained: bool = True):
         """Answer a free question about one image or several (compared, in order).
@@ -258,7 +258,7 @@ class Assistant:
 
         Args:
             image: any image source (see :meth:`detect`).
-            options: 2 to 8 labels.
+            options: 2 to 16 labels (lettered A to P).
             lang: ``"en"`` or ``"zh"``.
             question: the question (default: a generic diagnosis question).
 
@@ -305,11 +305,7 @@ class Assistant:
         first_turns = self._user(task.build_prompt(question, lang, SEED))
         first = self._run([lambda: _Job(first_turns, [im], lambda d: d)], constrained=constrained)[0]
         regions = list(task.parse_regions(first.raw_text, im.size, codec=self.codec))
-        q = question.strip()
-        followup = q
-        if regions:  # the follow-up template, with the regions written in the model's codec
-            listed = self.codec.format(regions, im.size, sep=", " if lang == "en" else "、")
-            followup = task.pick("answer", lang, SEED, regions=listed, question=q, question_lc=q[:1].lower() + q[1:])
+        followup = task.build_followup(question, regions, im.size, lang, SEED, codec=self.codec) if regions else question.strip()
         turns = [*first_turns, {"role": "assistant", "content": first.raw_text}, {"role": "user", "content": followup}]
 
         def finish(d: Decoded) -> Result:
@@ -370,23 +366,10 @@ class Assistant:
 
     def _generate(self, jobs: list[_Job], constrained: bool, streamer=None) -> list[Decoded]:
         """One ``generate`` call over a batch of jobs; the decoded new text of each."""
-        prompts = [self.processor.render(job.turns, add_generation_prompt=True) for job in jobs]
-        inputs = self.processor(text=prompts, images=[job.images for job in jobs], return_tensors="pt", padding_side="left")
-        sizes = inputs.image_sizes
-        model_inputs = inputs.to(device=self.device, dtype=self.model.dtype)  # casts pixel_values only
-        length = model_inputs["input_ids"].shape[1]
-        extra = dict(self.generate_kwargs)
-        processors = LogitsProcessorList(extra.pop("logits_processor", None) or [])  # the caller's first, constraints last
-        if constrained and not isinstance(self.codec, LocTokenCodec):
-            logger.info("constrained box decoding needs the loc-token codec; this model writes %s boxes, decoded unconstrained", type(self.codec).__name__)
-            constrained = False
-        if constrained:
-            n_images = [len(job.images) for job in jobs]
-            processors.append(BoxConstraintLogitsProcessor.from_processor(self.processor, n_images=n_images, max_length=length + self.max_new_tokens))
-        options = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "eos_token_id": self._eos, "pad_token_id": self._pad, **extra}
-        with torch.inference_mode():
-            output = self.model.generate(**model_inputs, logits_processor=processors, streamer=streamer, **options)
-        return self.processor.post_process(output[:, length:].cpu(), sizes)
+        return generate_answers(
+            self.model, self.processor, [job.turns for job in jobs], [job.images for job in jobs],
+            max_new_tokens=self.max_new_tokens, constrained=constrained, streamer=streamer, generate_kwargs=self.generate_kwargs,
+        )
 
     def _run(self, builders: Sequence[Callable[[], _Job]], *, batch_size: int | None = None, progress: bool = False, desc: str = "", constrained: bool = True) -> list:
         """Build, generate and finish jobs in batches (images are loaded one batch at a time)."""

@@ -65,8 +65,11 @@ class BoxConstraintLogitsProcessor(LogitsProcessor):
         size = int(max(self.loc_ids.max(), self.box_start_id, self.box_end_id, *self.tag_ids.tolist())) + 1
         self._bin_of = torch.full((size,), -1, dtype=torch.long)
         self._bin_of[self.loc_ids] = torch.arange(self.bins)
-        self._tag_of = torch.zeros(size, dtype=torch.long)  # 1-based image number of a tag id, 0 otherwise
-        self._tag_of[self.tag_ids] = torch.arange(1, len(self.tag_ids) + 1)
+
+    @staticmethod
+    def supports(codec) -> bool:
+        """Whether boxes of ``codec`` can be constrained (loc tokens; text boxes are free digits)."""
+        return isinstance(codec, LocTokenCodec)
 
     @classmethod
     def from_processor(cls, processor, n_images: int | Sequence[int] = 1, **kwargs) -> BoxConstraintLogitsProcessor:
@@ -78,7 +81,7 @@ class BoxConstraintLogitsProcessor(LogitsProcessor):
             **kwargs: ``max_boxes``, ``max_length``.
         """
         codec = processor.codec
-        if not isinstance(codec, LocTokenCodec):
+        if not cls.supports(codec):
             raise TypeError(f"constrained box decoding needs the loc-token codec, the processor uses {type(codec).__name__}")
         tok = processor.tokenizer
         ids = tok.convert_tokens_to_ids([BOX_START, BOX_END, *codec.image_tags(), *(codec.loc_token(k) for k in range(codec.bins))])
@@ -105,7 +108,7 @@ class BoxConstraintLogitsProcessor(LogitsProcessor):
         batch, length = input_ids.shape
         device = scores.device
         if self._bin_of.device != device:
-            self._bin_of, self._tag_of = self._bin_of.to(device), self._tag_of.to(device)
+            self._bin_of = self._bin_of.to(device)
             self.loc_ids, self.tag_ids = self.loc_ids.to(device), self.tag_ids.to(device)
         n_images = self._per_row(torch.as_tensor(self.n_images, dtype=torch.long, device=device).flatten(), batch)
         needs_tag = n_images >= 2

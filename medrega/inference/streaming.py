@@ -21,8 +21,9 @@ class TextStream:
 
     Args:
         tokenizer: decodes the new tokens (special tokens skipped, region markup kept).
-        generate: runs generation with the given streamer and returns the new token ids.
-        finish: turns those ids into the :class:`Result`.
+        generate: runs generation with the given streamer and returns its decoded output (the
+            :class:`~medrega.inference.assistant.Assistant` returns the answer's :class:`~medrega.processing.Decoded`).
+        finish: turns that output into the :class:`Result`.
         timeout: seconds to wait for the next chunk before giving up (``None``: forever).
     """
 

@@ -1,7 +1,7 @@
 """Evaluation metrics for every task of MedRegA, Med-MAT and Med-MIM.
 
 * :mod:`~medrega.metrics.text`: tokenisation (jieba for Chinese), corpus BLEU-1..4, ROUGE-L, CIDEr-D.
-* :mod:`~medrega.metrics.vqa`: answer normalisation, closed accuracy, open recall, token F1.
+* :mod:`~medrega.metrics.vqa`: closed accuracy, open recall, token F1.
 * :mod:`~medrega.metrics.classification`: accuracy, macro-F1, multi-label F1, answers -> options.
 * :mod:`~medrega.metrics.choice`: Med-MAT letter and Med-MIM ``"A: text"`` multiple choice.
 * :mod:`~medrega.metrics.regions`: Acc@IoU / mIoU, Hungarian region matching, grounding F1s, region-to-text.
@@ -9,6 +9,10 @@
 * :mod:`~medrega.metrics.grounded_report`: report text metrics plus region accuracy and phrase-box alignment.
 * :mod:`~medrega.metrics.optional`: METEOR, BERTScore, RadGraph F1, CheXbert F1 (raise ``MetricUnavailable``).
 * :mod:`~medrega.metrics.summary`: one table (Markdown / JSON) over all tasks.
+
+Answers (yes/no, choice letters, option text, normalisation) are read by :mod:`medrega.answers`,
+the same readers as the task parsers; ``normalize_answer``, ``yes_no``, ``parse_choice``, ... are
+re-exported here.
 """
 
 from medrega.metrics.choice import choice_accuracy, match_option, parse_choice, parse_options

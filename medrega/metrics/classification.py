@@ -1,6 +1,7 @@
 """Classification metrics: accuracy, macro-F1, multi-label F1, and mapping answers onto options.
 
-Labels are compared after :func:`~medrega.metrics.vqa.normalize_answer`. Per-class F1 is 0 when it is
+Labels are compared after :func:`~medrega.answers.normalize_answer`; answers map onto options with
+:func:`~medrega.answers.map_to_option` (re-exported here). Per-class F1 is 0 when it is
 undefined (no prediction and no reference of the class), and macro-F1 averages over the classes that
 occur in the references or the predictions (scikit-learn's ``f1_score(average="macro", zero_division=0)``).
 A ``None`` prediction (an unreadable answer) is wrong and adds no class.
@@ -12,27 +13,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from medrega.metrics.choice import LETTERS, match_option, parse_choice
-from medrega.metrics.vqa import normalize_answer
+from medrega.answers import map_to_option, normalize_answer
 
 __all__ = ["map_to_option", "accuracy", "macro_f1", "multilabel_f1"]
-
-
-def map_to_option(text: str | None, options: Sequence[str]) -> str | None:
-    """The option an answer picks: by letter (``"B"``, ``"B: Cyst"``, ``"The answer is B"``) or by its text.
-
-    Args:
-        text: the model answer.
-        options: the option texts.
-
-    Returns:
-        The option text, or ``None`` when the answer picks none.
-    """
-    letter = parse_choice(text, options)
-    if letter is not None:
-        return options[LETTERS.index(letter)]
-    index = match_option(text, options)
-    return options[index] if index is not None else None
 
 
 def _check(predictions: Sequence, labels: Sequence) -> None:

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medrega.answers import normalize_answer
 from medrega.boxes import iou_matrix
 from medrega.grounding import Grounding
 from medrega.metrics.regions import grounding_f1, match_pairs
 from medrega.metrics.text import text_metrics
-from medrega.metrics.vqa import normalize_answer
 
 __all__ = ["grounding_scores", "grounded_report_metrics"]
 

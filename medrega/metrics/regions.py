@@ -22,9 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from medrega.answers import normalize_answer
 from medrega.boxes import iou_matrix
 from medrega.grounding import Grounding
-from medrega.metrics.vqa import normalize_answer
 
 __all__ = [
     "ACC_THRESHOLDS",

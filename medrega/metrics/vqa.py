@@ -1,10 +1,8 @@
-"""VQA metrics: answer normalisation (English and Chinese), closed accuracy, open recall and token F1.
+"""VQA metrics: closed accuracy, open recall and token F1 (English and Chinese).
 
-* ``normalize_answer`` lowercases, drops English and Chinese punctuation (a point between digits is
-  kept: ``2.5 cm``), English articles and the spaces between CJK characters.
-* Closed answers are compared through ``yes_no``: ``yes``/``是``/``有``/``存在``/``对`` ... are yes,
-  ``no``/``否``/``没有``/``不``/``无``/``未`` ... are no (negations are tested first, so ``不是`` and
-  ``没有`` are no). Closed answers that are not yes/no (``left`` / ``right``) need a normalised exact match.
+* Answers are compared through :func:`medrega.answers.normalize_answer` and closed answers through
+  :func:`medrega.answers.yes_no` (the rules are in :mod:`medrega.answers`). Closed answers that are not
+  yes/no (``left`` / ``right``) need a normalised exact match.
 * Open answers are scored on tokens: English words, and for Chinese single CJK characters (Chinese
   short answers segment inconsistently, character overlap is the usual Chinese QA measure), with
   Latin words and numbers inside Chinese text kept whole. Open recall is LLaVA-Med's: the fraction of
@@ -19,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medrega.answers import CJK, normalize_answer, yes_no
+
 __all__ = [
     "normalize_answer",
     "answer_tokens",
@@ -32,41 +32,12 @@ __all__ = [
     "vqa_scores",
 ]
 
-_PUNCT = re.compile(r"\.(?!\d)|(?<!\d)\.|[^\w\s.]|_")
-_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
-_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_CJK_GAP = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
-_TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
-_NO = re.compile(r"^(?:(?:no|not|none|false|incorrect|negative)\b|否|不|没|无|未|非)")
-_YES = re.compile(r"^(?:(?:yes|yeah|true|correct|positive)\b|是|有|存在|对|正确|可见)")
-
-
-def normalize_answer(text: str | None) -> str:
-    """Lowercase; drop punctuation (English and Chinese), English articles and spaces next to CJK characters.
-
-    Args:
-        text: an answer (``None`` gives ``""``).
-    """
-    if text is None:
-        return ""
-    text = _PUNCT.sub(" ", str(text).lower())
-    text = _ARTICLES.sub(" ", text)
-    return _CJK_GAP.sub("", " ".join(text.split()))
+_TOKEN = re.compile(rf"[{CJK}]|[^\s{CJK}]+")
 
 
 def answer_tokens(text: str | None) -> list[str]:
     """Tokens of a normalised answer: English words, single CJK characters, Latin words inside Chinese."""
     return _TOKEN.findall(normalize_answer(text))
-
-
-def yes_no(text: str | None) -> str | None:
-    """``"yes"``, ``"no"``, or ``None`` when the answer does not start with a yes/no word (either language)."""
-    norm = normalize_answer(text)
-    if _NO.match(norm):
-        return "no"
-    if _YES.match(norm):
-        return "yes"
-    return None
 
 
 def closed_correct(prediction: str | None, answer: str) -> bool:

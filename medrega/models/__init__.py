@@ -2,11 +2,13 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
-from medrega.models.configuration import MedRegAConfig, TimmVisionConfig, tiny_config
+from medrega.models.configuration import MedRegAConfig, TimmVisionConfig
 from medrega.models.conversion import LLAVA_KEY_MAPPING, convert_state_dict
 from medrega.models.modeling import MedRegAForConditionalGeneration, MedRegAOutput, MedRegAPreTrainedModel
 from medrega.models.stages import STAGES
-from medrega.models.tiling import TilePlan, plan_tiles
+from medrega.models.tiny import tiny_config
+from medrega.models.vision import image_token_count
+from medrega.tiling import TilePlan, plan_tiles
 
 AutoConfig.register(TimmVisionConfig.model_type, TimmVisionConfig, exist_ok=True)
 AutoConfig.register(MedRegAConfig.model_type, MedRegAConfig, exist_ok=True)
@@ -23,6 +25,7 @@ __all__ = [
     "TilePlan",
     "TimmVisionConfig",
     "convert_state_dict",
+    "image_token_count",
     "plan_tiles",
     "tiny_config",
 ]

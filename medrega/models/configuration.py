@@ -9,23 +9,30 @@ Design choices:
   ``AutoModelForCausalLM.from_config``.
 * ``projector_config`` is a small dict (depth, width, LayerNorm, pixel-shuffle ratio), normalised and
   checked here so a bad key fails at build time, not deep inside ``forward``.
-* ``num_image_tokens`` (tokens per image after the projector) and the image normalisation are
-  inferred from the vision tower when not given, so the processor can read them from the config.
+* ``num_image_tokens`` (tokens per image after the projector) is a value of the config, as LLaVA's
+  ``image_seq_length``: the builders (``from_parts``, :func:`~medrega.models.tiny_config`) count it,
+  a model built from a config without it counts it and writes it in, and a model whose tower and
+  projector give another count refuses to build. The image normalisation is inferred from the vision
+  tower when not given, so the processor can read both from the config.
+* ``tie_word_embeddings`` is the language model's (``text_config.tie_word_embeddings``): a different
+  value given here raises instead of being overwritten.
 """
 
 from __future__ import annotations
 
-import math
 import re
 
-from transformers import AutoConfig, LlamaConfig, PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-__all__ = ["TimmVisionConfig", "MedRegAConfig", "PROJECTOR_DEFAULTS", "tiny_config"]
+from medrega.grounding import LocTokenCodec
+
+__all__ = ["TimmVisionConfig", "MedRegAConfig", "PROJECTOR_DEFAULTS", "DEFAULT_TOWER_TOKENS"]
 
 PROJECTOR_DEFAULTS = {"depth": 2, "hidden_size": None, "layer_norm": False, "pixel_shuffle": None, "activation": "gelu", "bias": True}
 SELECT_STRATEGIES = ("default", "full")
+DEFAULT_TOWER_TOKENS = 196  # the default tower, TimmVisionConfig() (ViT-B/16 at 224 px): 14 x 14 patches, CLS dropped
 
 
 class TimmVisionConfig(PreTrainedConfig):
@@ -98,15 +105,22 @@ class MedRegAConfig(PreTrainedConfig):
             LayerNorm first, an optional pixel shuffle with ratio ``pixel_shuffle`` (InternVL: 0.5).
         image_token_id: id of the ``<image>`` placeholder token (``None`` until a tokenizer names it;
             the model then refuses images).
-        num_image_tokens: placeholder tokens per image after the projector (inferred when ``None``).
+        num_image_tokens: placeholder tokens per image after the projector. ``None``: counted when a model
+            is built from this config (and :data:`DEFAULT_TOWER_TOKENS` for the default tower with the
+            default strategy and no pixel shuffle).
         vision_feature_layer: vision hidden state to use (``-1``: the last; HF towers index ``hidden_states``).
         vision_feature_select_strategy: ``"default"`` drops the tower's prefix (CLS/register) tokens,
             ``"full"`` keeps them.
         image_mean, image_std: per-channel normalisation (inferred from the tower when ``None``).
-        region_codec: ``{"type": "loc", "bins": 1000}`` or ``{"type": "text", "scale": 1000}``.
-        region_token_ids: ids of the region tokens (kept trainable under LoRA).
+        region_codec: ``{"type": "loc", "bins": 1000}`` or ``{"type": "text", "scale": 1000}``
+            (``RegionCodec.to_config()``; default: ``LocTokenCodec().to_config()``).
+        region_token_ids: ids of every token medrega adds to the tokenizer (chat markers, the codec's
+            region tokens, ``<image>``: ``MedRegAProcessor.prepare_tokenizer(...).ids``); their embedding
+            rows stay trainable under LoRA.
         max_tiles: dynamic-resolution tiles per image (0: no tiling).
         use_thumbnail: add a whole-image thumbnail after the tiles.
+        tie_word_embeddings: whether ``lm_head`` shares the input embeddings; always the language model's
+            ``text_config.tie_word_embeddings`` (``None``: take it; a different value raises).
     """
 
     model_type = "medrega"
@@ -129,13 +143,14 @@ class MedRegAConfig(PreTrainedConfig):
     region_token_ids: list | None = None
     max_tiles: int = 0
     use_thumbnail: bool = True
-    tie_word_embeddings: bool = False
+    tie_word_embeddings: bool | None = None
 
     def __post_init__(self, **kwargs):
+        default_tower = self.vision_config is None
         super().__post_init__(**kwargs)
-        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        self._tie_as_text_config()
         self.projector_config = self._checked_projector(self.projector_config)
-        self.region_codec = dict(self.region_codec or {"type": "loc", "bins": 1000})
+        self.region_codec = dict(self.region_codec or LocTokenCodec().to_config())
         if self.region_codec.get("type") not in ("loc", "text"):
             raise ValueError(f"region_codec type must be 'loc' or 'text', got {self.region_codec.get('type')!r}")
         if self.vision_feature_select_strategy not in SELECT_STRATEGIES:
@@ -158,16 +173,20 @@ class MedRegAConfig(PreTrainedConfig):
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError(f"image_mean/image_std must be 3 values (std > 0), got {self.image_mean}, {self.image_std}")
         _square_side(self.vision_config)
-        if self.num_image_tokens is None:
-            from medrega.models.vision import vision_token_count
-
-            count, factor = vision_token_count(self), self.shuffle_factor
-            side = math.isqrt(count)
-            if factor > 1 and (side * side != count or side % factor):
-                raise ValueError(f"pixel shuffle by {factor} needs a square patch grid divisible by {factor}; the tower gives {count} tokens")
-            self.num_image_tokens = count // factor**2
-        if not isinstance(self.num_image_tokens, int) or self.num_image_tokens <= 0:
+        if self.num_image_tokens is None and default_tower and self.vision_feature_select_strategy == "default" and self.shuffle_factor == 1:
+            self.num_image_tokens = DEFAULT_TOWER_TOKENS
+        if self.num_image_tokens is not None and (not isinstance(self.num_image_tokens, int) or self.num_image_tokens <= 0):
             raise ValueError(f"num_image_tokens must be a positive int, got {self.num_image_tokens!r}")
+
+    def _tie_as_text_config(self) -> None:
+        """Take ``tie_word_embeddings`` from the language model; refuse a value that contradicts it."""
+        text_tie = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        if self.tie_word_embeddings is not None and bool(self.tie_word_embeddings) != text_tie:
+            raise ValueError(
+                f"tie_word_embeddings={self.tie_word_embeddings} contradicts text_config.tie_word_embeddings={text_tie}: "
+                "the language model decides whether lm_head is tied; set it in text_config"
+            )
+        self.tie_word_embeddings = text_tie
 
     @staticmethod
     def _checked_projector(spec: dict | None) -> dict:
@@ -208,56 +227,3 @@ class MedRegAConfig(PreTrainedConfig):
 
 
 _ONE_LINE_NUMBERS = re.compile(r"\[\s*-?[\d.eE+-]+(?:\s*,\s*-?[\d.eE+-]+)*\s*\]")
-
-
-
-def tiny_config(
-    vocab_size: int,
-    image_token_id: int,
-    *,
-    hidden_size: int = 128,
-    num_layers: int = 4,
-    vision_width: int = 192,
-    vision_layers: int = 4,
-    image_size: int = 64,
-    patch_size: int = 16,
-    pixel_shuffle: float | None = None,
-    **overrides,
-) -> MedRegAConfig:
-    """A tiny random model for tests, presets and CPU demos: a timm ViT plus a Llama.
-
-    The defaults (4-layer ViT of width 192 on 64-px images with 16-px patches, 4-layer Llama of width 128)
-    hold ~3-4 M parameters with a ~3k vocabulary.
-
-    Args:
-        vocab_size: text vocabulary (tokenizer length, region tokens included).
-        image_token_id: id of ``<image>``.
-        hidden_size, num_layers: Llama width and depth.
-        vision_width, vision_layers: ViT width and depth.
-        image_size, patch_size: square input side and patch side.
-        pixel_shuffle: projector pixel-shuffle ratio (e.g. 0.5) or ``None``.
-        **overrides: further :class:`MedRegAConfig` arguments (``region_token_ids``, ``region_codec``, ...).
-    """
-    heads = max(1, hidden_size // 32)
-    text = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 4,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-    )
-    vision = TimmVisionConfig(
-        timm_name="vit_tiny_patch16_224",
-        timm_kwargs={"embed_dim": vision_width, "depth": vision_layers, "num_heads": max(1, vision_width // 64), "patch_size": patch_size},
-        image_size=image_size,
-    )
-    settings = {
-        "vision_config": vision,
-        "text_config": text,
-        "projector_config": {"pixel_shuffle": pixel_shuffle, "layer_norm": pixel_shuffle is not None},
-        "image_token_id": image_token_id,
-    }
-    return MedRegAConfig(**{**settings, **overrides})

@@ -7,8 +7,8 @@ batch, so each sample takes its images in order) and runs the language model. Co
 with tensor ops and a mismatch raises a ``ValueError`` naming the sample.
 
 The loss applies ``lm_head`` only at positions whose shifted label is set, so no full-vocabulary
-logits are built for prompt or image tokens. Training stages and LoRA live in :mod:`.stages`,
-building from pretrained parts in :mod:`.parts`.
+logits are built for prompt or image tokens. Training stages and LoRA (:class:`.stages.TrainingStages`)
+and building from pretrained parts (:class:`.parts.PartsBuilder`) are mixed into the model class.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.utils import can_return_tuple
 
-from medrega.models import parts, stages
 from medrega.models.compat import CACHE_NAME
 from medrega.models.configuration import MedRegAConfig
+from medrega.models.parts import PartsBuilder
 from medrega.models.projector import MultiModalProjector
-from medrega.models.vision import VisionTower
+from medrega.models.stages import TrainingStages
+from medrega.models.vision import VisionTower, image_token_count
 
 __all__ = ["MedRegAPreTrainedModel", "MedRegAForConditionalGeneration", "MedRegAOutput", "IGNORE_INDEX"]
 
@@ -78,16 +79,18 @@ class MedRegAPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
 
-class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
+class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, TrainingStages, PartsBuilder):
     """MedRegA: image features scattered into a causal LM's input embeddings.
 
     Args:
-        config: the model configuration.
+        config: the model configuration; a ``num_image_tokens`` of ``None`` is counted from the tower and
+            projector and written into it, one that disagrees with them raises.
         vision_model: an already built (pretrained) vision backbone; built from ``config`` when ``None``.
         language_model: an already built (pretrained) causal LM; built from ``config.text_config`` when ``None``.
     """
 
     def __init__(self, config: MedRegAConfig, vision_model: nn.Module | None = None, language_model: PreTrainedModel | None = None):
+        _set_num_image_tokens(config)
         super().__init__(config)
         self.vision_tower = VisionTower(config.vision_config, config.vision_feature_layer, config.vision_feature_select_strategy, model=vision_model)
         proj = config.projector_config
@@ -283,9 +286,14 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin):
             model_inputs["pixel_values"] = pixel_values
         return model_inputs
 
-    # -- building and training ---------------------------------------------------------------------
-    from_parts = classmethod(parts.from_parts)
-    set_trainable = stages.set_trainable
-    apply_lora = stages.apply_lora
-    merge_lora = stages.merge_lora
-    trainable_summary = stages.trainable_summary
+
+def _set_num_image_tokens(config: MedRegAConfig) -> None:
+    """Fill in ``config.num_image_tokens`` from the tower and projector, or check it against them."""
+    count = image_token_count(config)
+    if config.num_image_tokens is None:
+        config.num_image_tokens = count
+    elif config.num_image_tokens != count:
+        raise ValueError(
+            f"config.num_image_tokens is {config.num_image_tokens} but the vision tower and projector give {count} tokens per image; "
+            "leave it None to have it counted"
+        )

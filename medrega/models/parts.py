@@ -3,7 +3,8 @@
 The vision tower is a timm architecture name or a local Hugging Face vision model directory; the
 language model is a local directory or a hub id already in the local cache (or a built model). The
 tokenizer receives the chat and region tokens; the embedding rows of new tokens start at the mean of
-the pretrained rows (input embeddings, and ``lm_head`` when it is not tied).
+the pretrained rows (input embeddings, and ``lm_head`` when it is not tied). :class:`PartsBuilder` gives
+the model class :meth:`~PartsBuilder.from_parts`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from medrega.models.configuration import MedRegAConfig, TimmVisionConfig
 
-__all__ = ["from_parts", "load_vision", "load_language_model"]
+__all__ = ["PartsBuilder", "load_vision", "load_language_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,12 @@ def load_vision(vision: str | Path, image_size: int | None = None, pretrained: b
 
 
 def load_language_model(language_model: str | Path | PreTrainedModel, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """A causal LM from a local directory, a cached hub id, or an already built model."""
+    """A causal LM from a local directory, a cached hub id, or an already built model.
+
+    Args:
+        language_model: a local directory, a hub id in the local cache, or a built causal LM (returned as is).
+        dtype: dtype to load the language model in.
+    """
     if isinstance(language_model, PreTrainedModel):
         return language_model
     try:
@@ -85,71 +91,75 @@ def _mean_init_rows(embedding: nn.Module, rows: list[int], old_rows: int) -> Non
             bias[rows] = bias[:old_rows].mean()
 
 
-def from_parts(
-    cls,
-    vision: str | Path,
-    language_model: str | Path | PreTrainedModel,
-    tokenizer,
-    projector: dict | None = None,
-    codec=None,
-    *,
-    vision_pretrained: bool = True,
-    image_size: int | None = None,
-    timm_kwargs: dict | None = None,
-    dtype: torch.dtype | None = None,
-    **config_kwargs,
-):
-    """Build a MedRegA model from a pretrained vision tower, a pretrained causal LM and its tokenizer.
+class PartsBuilder:
+    """Building from pretrained parts, as a class method of :class:`~medrega.models.MedRegAForConditionalGeneration`."""
 
-    The tokenizer gets the chat tokens, the region tokens of ``codec`` and ``<image>``
-    (``MedRegAProcessor.prepare_tokenizer``); the embeddings grow to the new tokenizer length and new
-    rows are mean-initialised. The projector starts from random weights.
-
-    Args:
-        vision: a timm architecture name or a local Hugging Face vision model directory.
-        language_model: a local directory, a hub id in the local cache, or a built causal LM.
-        tokenizer: the language model's tokenizer (or its directory); changed in place.
-        projector: projector settings (see :class:`MedRegAConfig`).
-        codec: region codec (default ``LocTokenCodec()``).
-        vision_pretrained: timm only: load timm's pretrained weights.
-        image_size: timm only: input side (default: the architecture's).
-        timm_kwargs: timm only: extra ``create_model`` arguments.
-        dtype: dtype to load the language model in.
-        **config_kwargs: further :class:`MedRegAConfig` arguments (``vision_feature_layer``, ``max_tiles``, ...).
-
-    Returns:
-        the model (``model.config.region_token_ids`` lists the added tokens).
-    """
-    from medrega.grounding import IMAGE_TOKEN, LocTokenCodec
-    from medrega.processing import MedRegAProcessor
-
-    codec = codec or LocTokenCodec()
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-    vision_config, vision_model = load_vision(vision, image_size, vision_pretrained, timm_kwargs)
-    lm = load_language_model(language_model, dtype)
-    old_rows = lm.get_input_embeddings().weight.shape[0]
-    old_tokenizer = len(tokenizer)
-    added = MedRegAProcessor.prepare_tokenizer(tokenizer, codec)
-    new_ids = sorted({i for i in added.ids if i >= old_tokenizer})
-    if len(tokenizer) > old_rows:
-        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    region = {"type": codec.name, "max_images": codec.max_images}
-    region.update({"bins": codec.bins} if codec.name == "loc" else {"scale": codec.scale})
-    config = MedRegAConfig(
-        vision_config=vision_config,
-        text_config=lm.config,
-        projector_config=projector,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        region_codec=region,
-        region_token_ids=list(added.ids),
+    @classmethod
+    def from_parts(
+        cls,
+        vision: str | Path,
+        language_model: str | Path | PreTrainedModel,
+        tokenizer,
+        projector: dict | None = None,
+        codec=None,
+        *,
+        vision_pretrained: bool = True,
+        image_size: int | None = None,
+        timm_kwargs: dict | None = None,
+        dtype: torch.dtype | None = None,
         **config_kwargs,
-    )
-    model = cls(config, vision_model=vision_model, language_model=lm)
-    if new_ids:
-        _mean_init_rows(model.get_input_embeddings(), new_ids, old_rows)
-        output = model.get_output_embeddings()
-        if output is not None and output.weight is not model.get_input_embeddings().weight:
-            _mean_init_rows(output, new_ids, old_rows)
-    logger.info("built MedRegA from parts: %d new tokens, %s", len(new_ids), model.trainable_summary())
-    return model
+    ):
+        """Build a MedRegA model from a pretrained vision tower, a pretrained causal LM and its tokenizer.
+
+        The tokenizer gets the chat tokens, the region tokens of ``codec`` and ``<image>``
+        (``MedRegAProcessor.prepare_tokenizer``); the embeddings grow to the new tokenizer length and new
+        rows are mean-initialised: rows of tokens the tokenizer did not hold before, and rows the resize
+        adds (tokens added to the tokenizer before this call). The projector starts from random weights.
+
+        Args:
+            vision: a timm architecture name or a local Hugging Face vision model directory.
+            language_model: a local directory, a hub id in the local cache, or a built causal LM.
+            tokenizer: the language model's tokenizer (or its directory); changed in place.
+            projector: projector settings (see :class:`MedRegAConfig`).
+            codec: region codec (default ``LocTokenCodec()``).
+            vision_pretrained: timm only: load timm's pretrained weights.
+            image_size: timm only: input side (default: the architecture's).
+            timm_kwargs: timm only: extra ``create_model`` arguments.
+            dtype: dtype to load the language model in.
+            **config_kwargs: further :class:`MedRegAConfig` arguments (``vision_feature_layer``, ``max_tiles``, ...).
+
+        Returns:
+            the model (``model.config.region_token_ids`` lists medrega's tokens: chat markers, region tokens
+            and ``<image>``).
+        """
+        from medrega.grounding import IMAGE_TOKEN, LocTokenCodec
+        from medrega.processing import MedRegAProcessor
+
+        codec = codec or LocTokenCodec()
+        if isinstance(tokenizer, (str, Path)):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        vision_config, vision_model = load_vision(vision, image_size, vision_pretrained, timm_kwargs)
+        lm = load_language_model(language_model, dtype)
+        old_rows = lm.get_input_embeddings().weight.shape[0]
+        old_tokenizer = len(tokenizer)
+        added = MedRegAProcessor.prepare_tokenizer(tokenizer, codec)
+        new_ids = sorted({i for i in added.ids if i >= old_tokenizer} | set(range(old_rows, len(tokenizer))))
+        if len(tokenizer) > old_rows:
+            lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        config = MedRegAConfig(
+            vision_config=vision_config,
+            text_config=lm.config,
+            projector_config=projector,
+            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+            region_codec=codec.to_config(),
+            region_token_ids=list(added.ids),
+            **config_kwargs,
+        )
+        model = cls(config, vision_model=vision_model, language_model=lm)
+        if new_ids:
+            _mean_init_rows(model.get_input_embeddings(), new_ids, old_rows)
+            output = model.get_output_embeddings()
+            if output is not None and output.weight is not model.get_input_embeddings().weight:
+                _mean_init_rows(output, new_ids, old_rows)
+        logger.info("built MedRegA from parts: %d new tokens, %s", len(new_ids), model.trainable_summary())
+        return model

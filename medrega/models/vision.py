@@ -13,8 +13,9 @@ from transformers import AutoModel, PreTrainedConfig
 from transformers.modeling_outputs import BaseModelOutput
 
 from medrega.models.configuration import TimmVisionConfig
+from medrega.models.projector import pixel_shuffle
 
-__all__ = ["VisionTower", "build_timm", "vision_token_count"]
+__all__ = ["VisionTower", "build_timm", "image_token_count"]
 
 
 def build_timm(config: TimmVisionConfig, pretrained: bool = False) -> nn.Module:
@@ -99,10 +100,17 @@ class VisionTower(nn.Module):
         return torch.cat([prefix, patches], dim=1)  # (N, prefix + patches, C)
 
 
-def vision_token_count(config) -> int:
-    """Feature tokens per image the tower of a :class:`MedRegAConfig` gives (found on the meta device, no compute)."""
+def image_token_count(config) -> int:
+    """Tokens per image after the projector for a :class:`~medrega.models.MedRegAConfig`: its tower's
+    features, merged by the pixel shuffle (found on the meta device, no compute).
+
+    Args:
+        config: the model configuration (its ``num_image_tokens`` is not read).
+    """
     side = config.image_size
     with torch.device("meta"):
         tower = VisionTower(config.vision_config, config.vision_feature_layer, config.vision_feature_select_strategy)
         feats = tower(torch.empty(1, 3, side, side)).last_hidden_state
+        if config.shuffle_factor > 1:
+            feats = pixel_shuffle(feats, config.shuffle_factor)
     return feats.shape[1]

@@ -23,11 +23,20 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from medrega import boxes as B
+from medrega.answers import trim_answer
 from medrega.data.records import Record, Turn
-from medrega.grounding import IMAGE_TOKEN, REF_END, REF_START, Grounding, RegionCodec, TextBoxCodec
+from medrega.grounding import (
+    DEFAULT_BOX_SCALE,
+    IMAGE_TOKEN,
+    REF_END,
+    REF_START,
+    Grounding,
+    RegionCodec,
+    TextBoxCodec,
+    grounding_spans,
+)
 
 __all__ = [
-    "GROUNDING_MARKUP",
     "LANGS",
     "RECORD_SCALE",
     "Rng",
@@ -46,13 +55,11 @@ __all__ = [
 ]
 
 LANGS = ("en", "zh")
-RECORD_SCALE = 1000
+RECORD_SCALE = DEFAULT_BOX_SCALE  # tasks write their records on the default scale
 Rng = random.Random | int | None
 
 _ORDINALS_EN = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 _DIGITS_ZH = "一二三四五六七八九十"
-GROUNDING_MARKUP = re.compile(r"<ref>(?:(?!<ref>|</ref>).)*</ref>\s*<box>(?:(?!<box>).)*?</box>", re.S)
-_EDGE_PUNCT = " \t\r\n.,;:!?。，；：！？、\"'“”‘’()（）"
 
 
 def as_rng(rng: Rng) -> random.Random:
@@ -136,12 +143,16 @@ def prose(text: object, codec: RegionCodec | None = None) -> str:
     :func:`tidy`, without leading separators: ``"<ref>nodule</ref><box>..</box>: It grew."`` -> ``"It grew."``."""
     if not isinstance(text, str):
         return ""
-    return tidy(GROUNDING_MARKUP.sub("", text), codec).lstrip(" :：,，")
+    kept, pos = [], 0
+    for start, end in grounding_spans(text):
+        kept.append(text[pos:start])
+        pos = end
+    return tidy("".join(kept) + text[pos:], codec).lstrip(" :：,，")
 
 
 def clean_answer(text: object, codec: RegionCodec | None = None) -> str:
-    """A short answer: :func:`tidy` text without edge punctuation (``"Right lung."`` -> ``"Right lung"``)."""
-    return tidy(text, codec).strip(_EDGE_PUNCT)
+    """A short answer: :func:`tidy` text, then :func:`medrega.answers.trim_answer` (``"Right lung."`` -> ``"Right lung"``)."""
+    return trim_answer(tidy(text, codec))
 
 
 class Task:

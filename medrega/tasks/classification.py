@@ -9,7 +9,8 @@ Styles (``style=``):
   by ``", "`` (``"、"`` in Chinese).
 
 Parsers return the letter (choice styles), the label, or the list of labels, and ``None`` when
-nothing is recognised.
+nothing is recognised. Letters (``A``-``P``) and option text are read by :mod:`medrega.answers`, as
+the classification metrics read them.
 """
 
 from __future__ import annotations
@@ -17,33 +18,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from medrega.answers import LETTERS, map_to_option, named_options, parse_choice
 from medrega.data.records import Record
 from medrega.grounding import RegionCodec
 from medrega.tasks.base import Rng, Task, as_rng, clean_answer, image_noun, join_phrases, tidy
 
 __all__ = ["ClassificationTask", "LETTERS", "STYLES"]
 
-LETTERS = "ABCDEFGH"
 STYLES = ("choice", "choice_text", "list", "multi_label")
-_ONLY_LETTER = re.compile(r"^[(（]?([A-H])[)）]?[.。]?$")
-_LEAD_LETTER = re.compile(r"^[(（]?([A-H])\s*(?:[)）:：.、]|$)")
-_SAID_LETTER = re.compile(
-    r"(?i:answer|option|choice)\s*(?i:is)?\s*[:：]?\s*[(（]?([A-H])\b|(?:答案|选项|选择|选)\s*(?:是|为)?\s*[:：]?\s*[(（]?([A-H])"
-)
 _SPLIT = re.compile(r"\s*(?:[,，、;；\n]|\band\b|和)\s*", re.I)
-
-
-def _find_labels(text: str, labels: Sequence[str]) -> list[str]:
-    """Labels that occur in ``text`` (case-insensitive); a label inside a longer found label does not count."""
-    low = text.lower()
-    taken = [False] * len(low)
-    found = set()
-    for label in sorted({lab for lab in labels if lab}, key=len, reverse=True):
-        for m in re.finditer(re.escape(label.lower()), low):
-            if not any(taken[m.start() : m.end()]):
-                taken[m.start() : m.end()] = [True] * (m.end() - m.start())
-                found.add(label)
-    return [lab for lab in labels if lab in found]
 
 
 class ClassificationTask(Task):
@@ -172,7 +155,8 @@ class ClassificationTask(Task):
         style: str = "choice",
         codec: RegionCodec | None = None,
     ) -> str | list[str] | None:
-        """The chosen letter (choice styles), label (``"list"``) or labels (``"multi_label"``); ``None`` if unreadable.
+        """The chosen letter (choice styles), label (``"list"``, by its text or letter) or labels (``"multi_label"``,
+        the options named); ``None`` if unreadable.
 
         Args:
             text: model output.
@@ -185,29 +169,12 @@ class ClassificationTask(Task):
         answer = tidy(text, codec)
         options = list(options) if options is not None else None
         if style in ("choice", "choice_text"):
-            return self._letter(answer, options)
+            return parse_choice(answer, options)
         if style == "list":
-            if options is None:
-                return clean_answer(answer) or None
-            found = _find_labels(answer, options)
-            return max(found, key=len) if found else None
-        labels = (
-            _find_labels(answer, options)
-            if options is not None
-            else [p for p in _SPLIT.split(clean_answer(answer)) if p]
-        )
-        return labels or None
-
-    @staticmethod
-    def _letter(answer: str, options: list[str] | None) -> str | None:
-        allowed = LETTERS[: len(options)] if options else LETTERS
-        for pattern in (_ONLY_LETTER, _LEAD_LETTER, _SAID_LETTER):
-            m = pattern.search(answer)
-            if m:
-                letter = next(g for g in m.groups() if g)
-                return letter if letter in allowed else None
-        found = _find_labels(answer, options) if options else []
-        return LETTERS[options.index(max(found, key=len))] if found else None  # type: ignore[union-attr]
+            return map_to_option(answer, options) if options is not None else clean_answer(answer) or None
+        if options is None:
+            return [p for p in _SPLIT.split(clean_answer(answer)) if p] or None
+        return [options[i] for i in named_options(answer, options)] or None
 
     def make_record(
         self,

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from medrega.data.records import Record
-from medrega.grounding import Grounding, RegionCodec
-from medrega.tasks.base import GROUNDING_MARKUP, Rng, Task, as_rng, check_lang, image_noun, record_codec, refs, tidy
+from medrega.grounding import Grounding, RegionCodec, grounding_spans
+from medrega.tasks.base import Rng, Task, as_rng, check_lang, image_noun, record_codec, refs, tidy
 from medrega.tasks.report import HEADINGS, split_sections
 
 __all__ = ["GroundedSentence", "GroundedReport", "GroundedReportTask", "STYLES"]
@@ -184,20 +184,20 @@ class GroundedReportTask(Task):
         codec = codec or record_codec()
         before, findings, impression = split_sections(text)
         body = before + (findings or "")
-        runs: list[list[re.Match]] = []
-        for m in GROUNDING_MARKUP.finditer(body):
-            if runs and _LINK.fullmatch(body[runs[-1][-1].end() : m.start()]):
-                runs[-1].append(m)
+        runs: list[list[tuple[int, int]]] = []  # groundings linked by "and" / "、" form one sentence's run
+        for span in grounding_spans(body):
+            if runs and _LINK.fullmatch(body[runs[-1][-1][1] : span[0]]):
+                runs[-1].append(span)
             else:
-                runs.append([m])
+                runs.append([span])
         sentences = []
-        lead = tidy(body[: runs[0][0].start()] if runs else body, codec)
+        lead = tidy(body[: runs[0][0][0]] if runs else body, codec)
         if lead:
             sentences.append(GroundedSentence([], lead))
         for i, run in enumerate(runs):
-            end = runs[i + 1][0].start() if i + 1 < len(runs) else len(body)
-            groundings = list(codec.parse(body[run[0].start() : run[-1].end()], image_size))
-            sentences.append(GroundedSentence(groundings, tidy(body[run[-1].end() : end].lstrip(" :："), codec)))
+            end = runs[i + 1][0][0] if i + 1 < len(runs) else len(body)
+            groundings = list(codec.parse(body[run[0][0] : run[-1][1]], image_size))
+            sentences.append(GroundedSentence(groundings, tidy(body[run[-1][1] : end].lstrip(" :："), codec)))
         return GroundedReport(sentences, tidy(impression, codec) or None)
 
     def make_record(

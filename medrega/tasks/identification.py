@@ -59,6 +59,7 @@ class IdentificationTask(Task):
         *,
         modality: str | None = None,
         preamble: bool = False,
+        codec: RegionCodec | None = None,
     ) -> str:
         """The user turn asking what lies inside ``region``.
 
@@ -66,8 +67,10 @@ class IdentificationTask(Task):
             region: one pixel box ``(x1, y1, x2, y2)`` or several boxes of one object.
             image_size: ``(width, height)`` of the original image.
             lang, rng, modality, preamble: as for every task (see :mod:`medrega.tasks.base`).
+            codec: the codec to write the box in (default: the record codec; a model's own codec
+                avoids a lossy round trip).
         """
-        box = record_codec().format_box(_as_boxes(region), image_size)
+        box = (codec or record_codec()).format_box(_as_boxes(region), image_size)
         return self.user_turn(
             self.pick("region", lang, rng, box=box, image=image_noun(modality, lang)), lang, preamble=preamble
         )

@@ -102,18 +102,21 @@ class RegionalCoTTask(Task):
         image_size: tuple[int, int],
         lang: str = "en",
         rng: Rng = None,
+        *,
+        codec: RegionCodec | None = None,
     ) -> str:
-        """The second user turn: the regions (record codec) and the question again.
+        """The second user turn: the regions and the question again.
 
         Args:
             question: the question of the first turn.
             regions: the regions found in the first round (pixels).
             image_size: ``(width, height)`` of the original image.
             lang, rng: as for every task.
+            codec: the codec to write the regions in (default: the record codec).
         """
         question = self._question(question)
         fields = {
-            "regions": record_codec().format(regions, image_size, sep=", " if check_lang(lang) == "en" else "、"),
+            "regions": (codec or record_codec()).format(regions, image_size, sep=", " if check_lang(lang) == "en" else "、"),
             "question": question,
             "question_lc": question[:1].lower() + question[1:],
         }

@@ -1,13 +1,13 @@
 """Visual question answering, open (a word or phrase) and closed (yes / no).
 
 Closed answers are ``yes`` / ``no`` in English and ``是`` / ``否`` in Chinese; the parser maps either
-language (and common variants: "Yes, ...", "No.", "是的", "不是", "有", "没有", "无") to ``"yes"`` / ``"no"``.
+language (and common variants: "Yes, ...", "No.", "negative", "是的", "不是", "有", "没有", "无") to
+``"yes"`` / ``"no"`` with :func:`medrega.answers.yes_no`, as the VQA metrics do.
 """
 
 from __future__ import annotations
 
-import re
-
+from medrega.answers import yes_no
 from medrega.data.records import Record
 from medrega.grounding import RegionCodec
 from medrega.tasks.base import Rng, Task, as_rng, check_lang, clean_answer
@@ -15,8 +15,6 @@ from medrega.tasks.base import Rng, Task, as_rng, check_lang, clean_answer
 __all__ = ["VQATask"]
 
 _YES_NO = {"en": ("yes", "no"), "zh": ("是", "否")}
-_NO = re.compile(r"^(?:(?:no|not|false)\b|否|不|没|无|未)", re.I)
-_YES = re.compile(r"^(?:(?:yes|true|correct)\b|是|对|有|存在)", re.I)
 
 
 class VQATask(Task):
@@ -82,13 +80,9 @@ class VQATask(Task):
             codec: used to strip region markup.
         """
         answer = clean_answer(text, codec)
-        if not closed:
-            return answer or None
-        if _NO.match(answer):
-            return "no"
-        if _YES.match(answer):
-            return "yes"
-        return None
+        if closed:
+            return yes_no(answer)
+        return answer or None
 
     def make_record(
         self,

@@ -10,9 +10,11 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DataSource", "TrainConfig", "load_config", "add_cli_overrides"]
+from medrega.models.stages import STAGES
 
-STAGES = ("alignment", "instruction", "full")
+__all__ = ["DataSource", "TrainConfig", "load_config", "add_cli_overrides", "ADAMW_BETAS", "ADAMW_EPS"]
+
+ADAMW_BETAS, ADAMW_EPS = (0.9, 0.999), 1e-8  # AdamW's settings, the same with or without DeepSpeed
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class DataSource:
     """One dataset of the training mix.
 
     Args:
-        path: a JSONL (or JSON) record file in any format ``load_records`` reads.
+        path: a JSONL record file in any format ``load_records`` reads (not a JSON array: training
+            indexes records line by line).
         weight: repeat factor; fractional values take a seeded fraction (0.5 = half, 2.3 = twice and 30%).
         format: record format (``"auto"`` by default).
         image_root: directory image paths are relative to.
@@ -100,7 +103,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+            raise ValueError(f"stage must be one of {tuple(STAGES)}, got {self.stage!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         for name in ("max_steps", "micro_batch_size", "grad_accumulation", "save_every", "max_length", "keep_checkpoints", "max_consecutive_skips"):

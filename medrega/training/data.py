@@ -13,6 +13,7 @@ from medrega.data.augment import BoxAugment, augment_record
 from medrega.data.collate import pack_samples, pad_collate
 from medrega.data.dataset import JsonlDataset
 from medrega.data.images import ImageLoadError, load_image
+from medrega.data.loading import skip_reason
 from medrega.data.mixing import MixedDataset
 from medrega.data.records import RecordError
 from medrega.data.sampling import LengthGroupedBatchSampler
@@ -29,7 +30,8 @@ _SKIPPABLE = (SampleTooLongError, ImageLoadError, RecordError)
 
 class EncodedDataset:
     """Records -> processed samples; a sample that cannot be used (too long, image missing or
-    corrupt, invalid record) becomes ``{"skipped": reason}`` so the loop can count it.
+    corrupt, invalid record) becomes ``{"skipped": (kind, message)}`` so the loop can count it:
+    ``kind`` is the error's class name, ``message`` names the record.
 
     Args:
         records: a map-style dataset of records.
@@ -70,9 +72,9 @@ class EncodedDataset:
             else:
                 sample = self.processor.encode_record(record, max_length=self.max_length)
         except _SKIPPABLE as err:
-            message = f"{type(err).__name__}: {err}"
-            where = getattr(record, "location", None)
-            return {"skipped": message if not where or where in message else f"{message} (record {where})"}
+            kind = type(err).__name__
+            message, where = f"{kind}: {err}", getattr(record, "location", None)
+            return {"skipped": (kind, message if not where or where in message else f"{message} (record {where})")}
         return {"input_ids": sample["input_ids"], "labels": sample["labels"], "pixel_values": sample["pixel_values"]}
 
 
@@ -93,22 +95,22 @@ class TrainData:
             (JsonlDataset(s.path, s.format, image_root=s.image_root, check_images=True, confine_images=s.confine_images, on_error="skip"), s.weight) for s in config.data
         ]
         self.datasets = [d for d, _ in parts]
+        self.lengths = [d.token_lengths(processor.max_image_tokens) for d in self.datasets]  # estimates, per dataset
         self.mix = MixedDataset(parts, seed=config.seed)
         augment = BoxAugment(crop_prob=config.augment_crop_prob) if config.augment_crop_prob > 0 else None
         self.encoded = EncodedDataset(self.mix, processor, config.max_length, augment, config.seed)
         self.skip_counts: Counter = Counter()
         self._counted: set[str] = set()  # skip messages already counted (they name the record)
         for dataset in self.datasets:
-            self.skip_counts.update(f"{e.field}: {e.reason.split(':')[0]}" for e in dataset.skipped)
+            self.skip_counts.update(skip_reason(e) for e in dataset.skipped)
         self.epoch = 0
         self.position = 0  # micro-batches of this epoch handed to the loop
 
     def _sampler(self) -> LengthGroupedBatchSampler:
         self.mix.set_epoch(self.epoch)
         self.encoded.epoch = self.epoch
-        lengths = self.mix.gather([d.byte_lengths for d in self.datasets])
         sampler = LengthGroupedBatchSampler(
-            lengths,
+            self.mix.gather(self.lengths),
             self.config.micro_batch_size,
             world_size=self.env.world_size,
             rank=self.env.rank,
@@ -151,18 +153,17 @@ class TrainData:
             )
             for batch in loader:
                 self.position += 1
-                messages = batch.pop("skipped")
-                reasons = [message.split(":")[0] for message in messages]
-                for message, reason in zip(messages, reasons):  # once per record, however often it is drawn
+                skipped = batch.pop("skipped")
+                for kind, message in skipped:  # once per record, however often it is drawn
                     if message not in self._counted:
                         self._counted.add(message)
-                        self.skip_counts[reason] += 1
+                        self.skip_counts[kind] += 1
                 if batch["num_samples"]:
                     failing.clear()
                     yielded = True
                     yield batch
                     continue
-                failing.update(reasons)
+                failing.update(kind for kind, _ in skipped)
                 if sum(failing.values()) >= limit:
                     raise NoUsableSamplesError(self._failure(failing, f"{limit} samples in a row"))
             if from_start and not yielded:

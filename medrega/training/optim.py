@@ -6,35 +6,29 @@ import math
 
 import torch
 
-__all__ = ["module_of", "param_groups", "cosine_with_warmup"]
+from medrega.models.stages import part_parameters
 
-
-def module_of(name: str) -> str:
-    """``"vision"``, ``"projector"`` or ``"language"`` for a parameter name of the MedRegA model."""
-    if name.startswith(("vision", "model.vision")) or ".vision_tower." in name or name.startswith("vision_tower"):
-        return "vision"
-    if "projector" in name:
-        return "projector"
-    return "language"
+__all__ = ["param_groups", "cosine_with_warmup"]
 
 
 def param_groups(model: torch.nn.Module, lrs: dict[str, float], weight_decay: float = 0.0) -> list[dict]:
-    """Trainable parameters grouped by module (and decay / no decay), each group with its learning rate.
+    """Trainable parameters grouped by model part (the parts of :data:`medrega.models.stages.PARTS`)
+    and decay / no decay, each group with its learning rate.
 
     Args:
-        model: the model; frozen parameters are left out.
+        model: a :class:`~medrega.models.MedRegAForConditionalGeneration`; frozen parameters are left out.
         lrs: ``{"vision": lr, "projector": lr, "language": lr}``.
         weight_decay: applied to matrices, not to biases and norms.
     """
     groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
-    for name, param in model.named_parameters():
+    for part, _, param in part_parameters(model):
         if not param.requires_grad:
             continue
         decay = param.ndim >= 2 and weight_decay > 0
-        groups.setdefault((module_of(name), decay), []).append(param)
+        groups.setdefault((part, decay), []).append(param)
     return [
-        {"params": params, "lr": lrs[module], "weight_decay": weight_decay if decay else 0.0, "name": f"{module}{'' if decay else '_no_decay'}"}
-        for (module, decay), params in sorted(groups.items())
+        {"params": params, "lr": lrs[part], "weight_decay": weight_decay if decay else 0.0, "name": f"{part}{'' if decay else '_no_decay'}"}
+        for (part, decay), params in sorted(groups.items())
     ]
 
 

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from medrega.data.collate import IGNORE_INDEX
 from medrega.training.checkpoint import CheckpointManager
 from medrega.training.config import TrainConfig
 from medrega.training.data import TrainData
@@ -136,7 +137,7 @@ class Trainer:
         Returns:
             ``(loss, samples, tokens)``: the step's loss (summed over processes) and this process's counts.
         """
-        local_tokens = sum(int((b["labels"][..., 1:] != -100).sum()) for b in micro_batches)
+        local_tokens = sum(int((b["labels"][..., 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
         total_tokens = max(1.0, self.env.all_reduce_sum(float(local_tokens)))
         # DeepSpeed divides by accumulation steps and averages over processes; undo that here.
         scale = self.config.grad_accumulation * self.env.world_size if self.engine is not None else 1

@@ -12,7 +12,7 @@ Chinese. Records name image paths the user supplies; images are not opened. Regi
 image size (text boxes are relative to it): items without a known size are skipped and reported,
 never guessed (:func:`dicom_size` reads it from a DICOM header). Readers for public annotation files
 (IU X-Ray reports, NIH ChestX-ray14 and VinDr-CXR boxes, v7labs lung masks) that produce the inputs
-of these builders are in :mod:`medrega.data.public_annotations`.
+of these builders are in :mod:`medrega.builders.public_annotations`.
 """
 
 from __future__ import annotations

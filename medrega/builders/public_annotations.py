@@ -1,4 +1,4 @@
-"""Readers for public annotation files: they give the inputs of :mod:`medrega.data.builders`.
+"""Readers for public annotation files: they give the inputs of :mod:`medrega.builders.annotations`.
 
 * IU X-Ray (Open-i NLMCXR) radiology reports, XML in a ``.tgz`` -> :class:`ReportEntry` (findings,
   impression, image ids);
@@ -11,7 +11,7 @@ Only the annotation files are read: the images of those datasets are not include
 opened; the items name image paths under an ``image_dir`` the user supplies. These are annotations of
 real studies, unlike the synthetic phantoms of :mod:`medrega.data.phantoms` (drawings, not medical
 images). VinDr's CSV carries no image sizes, so pass them (``image_sizes``, e.g. from the DICOM
-headers with :func:`medrega.data.builders.dicom_size`).
+headers with :func:`medrega.builders.annotations.dicom_size`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from medrega import boxes as B
-from medrega.data.builders import Annotated, ReportEntry, Size, _sizes_lookup, mask_boxes
+from medrega.builders.annotations import Annotated, ReportEntry, Size, _sizes_lookup, mask_boxes
 
 __all__ = ["read_iu_xray_reports", "read_nih_boxes", "read_vindr_boxes", "read_lung_masks"]
 
@@ -106,8 +106,8 @@ def read_vindr_boxes(
     overlap by at least that IoU (across radiologists) are merged into their mean box; ``None`` keeps
     every radiologist's box. "No finding" rows carry no box; such images get no objects
     (``meta["no_finding"] = True``). The CSV has no image sizes: pass ``image_sizes`` keyed by
-    ``image_id`` (e.g. from :func:`medrega.data.builders.dicom_size`); without it ``size`` stays
-    ``None`` and :func:`medrega.data.builders.region_records` skips the image.
+    ``image_id`` (e.g. from :func:`medrega.builders.annotations.dicom_size`); without it ``size`` stays
+    ``None`` and :func:`medrega.builders.annotations.region_records` skips the image.
     """
     size_of = _sizes_lookup(image_sizes)
     per_image: dict[str, dict[str, list]] = {}

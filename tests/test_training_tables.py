@@ -1,0 +1,24 @@
+"""Training reads the model's own tables: stages and parts are defined once, in medrega.models.stages."""
+
+import torch
+
+from medrega.models import MedRegAForConditionalGeneration, tiny_config
+from medrega.models.stages import PARTS, STAGES
+from medrega.training import config as training_config
+from medrega.training.optim import param_groups
+
+
+def test_stages_are_one_table():
+    assert training_config.STAGES is STAGES
+
+
+def test_param_groups_follow_the_parts_table_not_parameter_names():
+    torch.manual_seed(0)
+    model = MedRegAForConditionalGeneration(tiny_config(300, 299, hidden_size=32, num_layers=1, vision_width=32, vision_layers=1, image_size=32))
+    model.language_model.model.vision_projector = torch.nn.Linear(4, 4)  # a language-model layer whose name says otherwise
+    lrs = {"vision": 1.0, "projector": 2.0, "language": 3.0}
+    groups = param_groups(model, lrs, weight_decay=0.1)
+    for part, attr in PARTS.items():
+        of_part = [g for g in groups if g["name"].split("_")[0] == part]
+        assert {id(p) for g in of_part for p in g["params"]} == {id(p) for p in getattr(model, attr).parameters()}, part
+        assert {g["lr"] for g in of_part} == {lrs[part]}
