@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from medrega import boxes as B
 
 __all__ = [
+    "DEFAULT_BOX_SCALE",
+    "MEDREGA_BOX_SCALE",
+    "codec_from_config",
     "grounding_spans",
     "Grounding",
     "ParseResult",
@@ -421,7 +424,7 @@ class TextBoxCodec(RegionCodec):
     _GROUP = re.compile(r"\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
     _BARE = re.compile(r"\[\[[^\[\]]*\](?:\s*,\s*\[[^\[\]]*\])*\]")
 
-    def __init__(self, scale: int = 1000, max_images: int = 16):
+    def __init__(self, scale: int = DEFAULT_BOX_SCALE, max_images: int = 16):
         super().__init__(max_images)
         self.scale = scale
 
@@ -457,3 +460,15 @@ class TextBoxCodec(RegionCodec):
 
     def _bare_boxes(self, text):
         return [(m.start(), m.end(), m.group(0)) for m in self._BARE.finditer(text)]
+
+
+def codec_from_config(spec: dict | None) -> RegionCodec:
+    """The codec of a config dict (``RegionCodec.to_config``): ``{"type": "loc", "bins": 1000}`` or
+    ``{"type": "text", "scale": 1000}``; ``None`` gives the default loc-token codec."""
+    spec = dict(spec or LocTokenCodec().to_config())
+    kind = spec.pop("type", "loc")
+    if kind == "loc":
+        return LocTokenCodec(**spec)
+    if kind == "text":
+        return TextBoxCodec(**spec)
+    raise ValueError(f"unknown region codec type {kind!r} (expected 'loc' or 'text')")

@@ -102,8 +102,9 @@ def build(name: str = "tiny", seed: int = 0, **config_overrides):
         **config_overrides: passed to :func:`medrega.models.tiny_config` (e.g. ``hidden_size``,
             ``image_size``, ``region_codec={"type": "loc", "bins": 1000}``).
     """
+    from medrega.grounding import codec_from_config
     from medrega.models import MedRegAForConditionalGeneration, tiny_config
-    from medrega.processing import IM_END, MedRegAProcessor, codec_from_config
+    from medrega.processing import IM_END, MedRegAProcessor
 
     if name in REAL_PRESETS:
         raise ValueError(f"preset {name!r} assembles pretrained parts: call presets.build_from_parts({name!r}, vision=..., language_model=...)")

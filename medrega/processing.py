@@ -31,10 +31,11 @@ from medrega.grounding import (
     ParseResult,
     RegionCodec,
     TextBoxCodec,
+    codec_from_config,
 )
 from medrega.image_processing import MedRegAImageProcessor, PreparedImages
 
-__all__ = ["MedRegAProcessor", "MedRegAImageProcessor", "SampleTooLongError", "Decoded", "CHAT_TEMPLATE", "IM_START", "IM_END", "codec_from_config"]
+__all__ = ["MedRegAProcessor", "MedRegAImageProcessor", "SampleTooLongError", "Decoded", "CHAT_TEMPLATE", "IM_START", "IM_END"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,17 +76,6 @@ class Decoded:
             "groundings": [g.to_dict() for g in self.groundings],
             "problems": list(self.groundings.problems),
         }
-
-
-def codec_from_config(spec: dict | None) -> RegionCodec:
-    """Build a codec from ``{"type": "loc", "bins": 1000}`` or ``{"type": "text", "scale": 1000}``."""
-    spec = dict(spec or {"type": "loc", "bins": 1000})
-    kind = spec.pop("type", "loc")
-    if kind == "loc":
-        return LocTokenCodec(**spec)
-    if kind == "text":
-        return TextBoxCodec(**spec)
-    raise ValueError(f"unknown region codec type {kind!r} (expected 'loc' or 'text')")
 
 
 class MedRegAProcessorKwargs(ProcessingKwargs, total=False):
@@ -147,7 +137,7 @@ class MedRegAProcessor(ProcessorMixin):
         elif kwargs:
             raise TypeError(f"image settings {sorted(kwargs)} belong to the image processor that was given")
         self.num_image_tokens = int(num_image_tokens)
-        self.region_codec = dict(region_codec or {"type": "loc", "bins": 1000})
+        self.region_codec = dict(region_codec or LocTokenCodec().to_config())
         self.max_length = int(max_length)
         self.codec = codec_from_config(self.region_codec)
         super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
@@ -195,6 +185,11 @@ class MedRegAProcessor(ProcessorMixin):
     @classmethod
     def from_model_config(cls, config, tokenizer, **kwargs) -> MedRegAProcessor:
         """A processor matching a :class:`~medrega.MedRegAConfig` (image size, tokens per image, codec)."""
+        if config.num_image_tokens is None:
+            raise ValueError(
+                "config.num_image_tokens is not set: build the model first (it counts them) or set it to "
+                "medrega.models.image_token_count(config)"
+            )
         image_settings = {key: kwargs.pop(key) for key in ("resize_mode",) if key in kwargs}
         images = MedRegAImageProcessor(
             image_size=config.image_size,
@@ -443,17 +438,3 @@ class MedRegAProcessor(ProcessorMixin):
             groundings = self.codec.parse(text, sizes) if sizes else ParseResult(problems=[] if BOX_START not in text else ["boxes but no image"])
             out.append(Decoded(self.codec.strip(text).strip(), text, groundings))
         return out
-
-
-def _register() -> None:
-    """Make ``AutoProcessor`` / ``AutoImageProcessor`` (and so ``pipeline``) find the processor."""
-    from transformers import AutoImageProcessor, AutoProcessor
-
-    from medrega.models.configuration import MedRegAConfig
-
-    backends = {"pil": MedRegAImageProcessor, "torchvision": MedRegAImageProcessor}  # one class: it does its own resizing
-    AutoImageProcessor.register(MedRegAConfig, image_processor_classes=backends, exist_ok=True)
-    AutoProcessor.register(MedRegAConfig, MedRegAProcessor, exist_ok=True)
-
-
-_register()

@@ -10,13 +10,7 @@ VOCAB, IMG = 300, 299
 N_TOK = 4  # 32-px images, 16-px patches -> 2x2 patches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and leave the other core to the rest of the suite)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

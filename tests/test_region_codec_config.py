@@ -2,8 +2,7 @@
 
 import pytest
 
-from medrega.grounding import LocTokenCodec, TextBoxCodec
-from medrega.processing import codec_from_config
+from medrega.grounding import LocTokenCodec, TextBoxCodec, codec_from_config
 
 
 @pytest.mark.parametrize("codec", [LocTokenCodec(), LocTokenCodec(bins=500, max_images=4), TextBoxCodec(), TextBoxCodec(scale=999, max_images=2)])

@@ -30,12 +30,7 @@ from medrega.models import LLAVA_KEY_MAPPING, MedRegAConfig, MedRegAForCondition
 SMALL = {"hidden_size": 64, "num_layers": 2, "vision_layers": 1, "vision_width": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from medrega.tasks import RECORD_SCALE, get_task
 
 __all__ = [
     "Annotated", "Built", "ReportEntry", "from_coco", "mask_boxes", "region_records", "report_records",
-    "classification_records", "dicom_size",
+    "classification_records", "dicom_size", "sizes_lookup",
 ]
 
 Size = tuple[int, int]
@@ -81,7 +81,8 @@ class Built(list):
         return "\n".join(lines)
 
 
-def _sizes_lookup(image_sizes: Mapping[str, Size] | Callable[[str], Size | None] | None) -> Callable[[str], Size | None]:
+def sizes_lookup(image_sizes: Mapping[str, Size] | Callable[[str], Size | None] | None) -> Callable[[str], Size | None]:
+    """``image key -> (width, height) or None`` from a mapping, a function, or nothing (sizes unknown)."""
     if image_sizes is None:
         return lambda _: None
     if callable(image_sizes):
@@ -250,7 +251,7 @@ def report_records(
         modality, source: written into prompts / records.
     """
     task = get_task("report")
-    size_of = _sizes_lookup(image_sizes)
+    size_of = sizes_lookup(image_sizes)
     rng = random.Random(seed)
     out = Built()
     for rep in reports:
@@ -300,7 +301,7 @@ def classification_records(
     label_set = list(dict.fromkeys(labels if labels is not None else [lab for _, labs in rows for lab in labs]))
     task = get_task("classification")
     names = label_names or {}
-    size_of = _sizes_lookup(image_sizes)
+    size_of = sizes_lookup(image_sizes)
     rng = random.Random(seed)
     out = Built()
     for image, true in rows:

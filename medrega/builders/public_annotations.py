@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from medrega import boxes as B
-from medrega.builders.annotations import Annotated, ReportEntry, Size, _sizes_lookup, mask_boxes
+from medrega.builders.annotations import Annotated, ReportEntry, Size, sizes_lookup, mask_boxes
 
 __all__ = ["read_iu_xray_reports", "read_nih_boxes", "read_vindr_boxes", "read_lung_masks"]
 
@@ -109,7 +109,7 @@ def read_vindr_boxes(
     ``image_id`` (e.g. from :func:`medrega.builders.annotations.dicom_size`); without it ``size`` stays
     ``None`` and :func:`medrega.builders.annotations.region_records` skips the image.
     """
-    size_of = _sizes_lookup(image_sizes)
+    size_of = sizes_lookup(image_sizes)
     per_image: dict[str, dict[str, list]] = {}
     rads: dict[str, set] = {}
     rows = _csv_rows(path)

@@ -23,6 +23,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.utils import can_return_tuple
 
+from medrega.data.collate import IGNORE_INDEX
 from medrega.models.compat import CACHE_NAME
 from medrega.models.configuration import MedRegAConfig
 from medrega.models.parts import PartsBuilder
@@ -32,7 +33,6 @@ from medrega.models.vision import VisionTower, image_token_count
 
 __all__ = ["MedRegAPreTrainedModel", "MedRegAForConditionalGeneration", "MedRegAOutput", "IGNORE_INDEX"]
 
-IGNORE_INDEX = -100
 
 
 _OUTPUT_DOC = """Output of :meth:`MedRegAForConditionalGeneration.forward`.

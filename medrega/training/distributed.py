@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from medrega.training.config import ADAMW_BETAS, ADAMW_EPS
+
 __all__ = ["DistEnv", "init_distributed", "deepspeed_config", "pick_dtype"]
 
 
@@ -80,7 +82,7 @@ def deepspeed_config(path: str | Path, config, dtype: torch.dtype) -> dict:
     ds.pop("fp16", None)
     ds["optimizer"] = {
         "type": "AdamW",
-        "params": {"lr": config.lr, "weight_decay": config.weight_decay, "betas": [0.9, 0.999], "eps": 1e-8, "torch_adam": True},
+        "params": {"lr": config.lr, "weight_decay": config.weight_decay, "betas": list(ADAMW_BETAS), "eps": ADAMW_EPS, "torch_adam": True},
     }
     ds.setdefault("steps_per_print", 10**9)
     ds.setdefault("wall_clock_breakdown", False)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from medrega.data.collate import IGNORE_INDEX
 from medrega.training.checkpoint import CheckpointManager
-from medrega.training.config import TrainConfig
+from medrega.training.config import ADAMW_BETAS, ADAMW_EPS, TrainConfig
 from medrega.training.data import TrainData
 from medrega.training.distributed import DistEnv, deepspeed_config, init_distributed, pick_dtype
 from medrega.training.optim import cosine_with_warmup, param_groups
@@ -108,7 +108,7 @@ class Trainer:
                 config=deepspeed_config(self.config.deepspeed, self.config, self.dtype),
             )
             return engine, optimizer, scheduler
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
+        optimizer = torch.optim.AdamW(groups, betas=ADAMW_BETAS, eps=ADAMW_EPS)
         return None, optimizer, schedule(optimizer)
 
     # -- one optimizer step ---------------------------------------------------------------------
