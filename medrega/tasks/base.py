@@ -43,6 +43,7 @@ __all__ = [
     "Task",
     "as_rng",
     "check_lang",
+    "check_one_of",
     "clean_answer",
     "image_noun",
     "image_slots",
@@ -73,11 +74,16 @@ def as_rng(rng: Rng) -> random.Random:
     raise TypeError(f"rng must be a random.Random, an int seed or None, got {type(rng).__name__}")
 
 
+def check_one_of(value: str, allowed: Sequence[str], name: str) -> str:
+    """Return ``value`` when it is one of ``allowed``; raise ``ValueError`` naming ``name`` otherwise."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
 def check_lang(lang: str) -> str:
     """Return ``lang`` when it is ``"en"`` or ``"zh"``; raise ``ValueError`` otherwise."""
-    if lang not in LANGS:
-        raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
-    return lang
+    return check_one_of(lang, LANGS, "lang")
 
 
 def record_codec() -> TextBoxCodec:

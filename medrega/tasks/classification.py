@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from medrega.answers import LETTERS, map_to_option, named_options, parse_choice
 from medrega.data.records import Record
 from medrega.grounding import RegionCodec
-from medrega.tasks.base import Rng, Task, as_rng, clean_answer, image_noun, join_phrases, tidy
+from medrega.tasks.base import Rng, Task, as_rng, check_one_of, clean_answer, image_noun, join_phrases, tidy
 
 __all__ = ["ClassificationTask", "LETTERS", "STYLES"]
 
@@ -76,9 +76,7 @@ class ClassificationTask(Task):
 
     @staticmethod
     def _style(style: str) -> str:
-        if style not in STYLES:
-            raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-        return style
+        return check_one_of(style, STYLES, "style")
 
     def choose_options(
         self, answer: str, candidates: Sequence[str], rng: Rng = None, max_options: int = 4

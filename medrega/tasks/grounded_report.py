@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from medrega.data.records import Record
 from medrega.grounding import Grounding, RegionCodec, grounding_spans
-from medrega.tasks.base import Rng, Task, as_rng, check_lang, image_noun, record_codec, refs, tidy
+from medrega.tasks.base import Rng, Task, as_rng, check_lang, check_one_of, image_noun, record_codec, refs, tidy
 from medrega.tasks.report import HEADINGS, split_sections
 
 __all__ = ["GroundedSentence", "GroundedReport", "GroundedReportTask", "STYLES"]
@@ -110,9 +110,7 @@ class GroundedReportTask(Task):
 
     @staticmethod
     def _style(style: str) -> str:
-        if style not in STYLES:
-            raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-        return style
+        return check_one_of(style, STYLES, "style")
 
     def build_prompt(
         self,
