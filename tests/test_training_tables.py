@@ -22,3 +22,25 @@ def test_param_groups_follow_the_parts_table_not_parameter_names():
         of_part = [g for g in groups if g["name"].split("_")[0] == part]
         assert {id(p) for g in of_part for p in g["params"]} == {id(p) for p in getattr(model, attr).parameters()}, part
         assert {g["lr"] for g in of_part} == {lrs[part]}
+
+
+def test_training_adamw_is_fused_and_makes_the_per_tensor_update():
+    import torch
+
+    from medrega.training.optim import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.randn(7, 5), torch.randn(5)]
+    fused_params = [torch.nn.Parameter(w.clone()) for w in weights]
+    loop_params = [torch.nn.Parameter(w.clone()) for w in weights]
+    fused = adamw([{"params": fused_params, "lr": 1e-2, "weight_decay": 0.1}])
+    loop = torch.optim.AdamW([{"params": loop_params, "lr": 1e-2, "weight_decay": 0.1}], foreach=False)
+    assert fused.defaults["fused"]
+    for step in range(5):
+        grads = [torch.randn_like(w) for w in weights]
+        for params, optimizer in ((fused_params, fused), (loop_params, loop)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for a, b in zip(fused_params, loop_params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

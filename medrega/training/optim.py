@@ -1,4 +1,5 @@
-"""Per-module learning rates and the warmup + cosine schedule."""
+"""The optimizer (AdamW, fused where torch has a fused kernel), per-module learning rates and the
+warmup + cosine schedule."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import math
 import torch
 
 from medrega.models.stages import part_parameters
+from medrega.training.config import ADAMW_BETAS, ADAMW_EPS
 
-__all__ = ["param_groups", "cosine_with_warmup"]
+__all__ = ["adamw", "param_groups", "cosine_with_warmup"]
 
 
 def param_groups(model: torch.nn.Module, lrs: dict[str, float], weight_decay: float = 0.0) -> list[dict]:
@@ -30,6 +32,15 @@ def param_groups(model: torch.nn.Module, lrs: dict[str, float], weight_decay: fl
         {"params": params, "lr": lrs[part], "weight_decay": weight_decay if decay else 0.0, "name": f"{part}{'' if decay else '_no_decay'}"}
         for (part, decay), params in sorted(groups.items())
     ]
+
+
+def adamw(groups: list[dict]) -> torch.optim.AdamW:
+    """AdamW over parameter groups, with torch's fused kernel when every parameter is a floating tensor on the
+    CPU or a CUDA device (one kernel for all tensors: about 3.5x faster per step than the per-tensor loop on
+    the tiny preset's CPU step, see ``bench/bench_optimizer.py``); the same update either way."""
+    params = [p for group in groups for p in group["params"]]
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) and len({p.device for p in params}) == 1
+    return torch.optim.AdamW(groups, betas=ADAMW_BETAS, eps=ADAMW_EPS, fused=fused or None)
 
 
 def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1):

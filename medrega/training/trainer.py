@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 
 from medrega.data.collate import IGNORE_INDEX
 from medrega.training.checkpoint import CheckpointManager
-from medrega.training.config import ADAMW_BETAS, ADAMW_EPS, TrainConfig
+from medrega.training.config import TrainConfig
 from medrega.training.data import TrainData
 from medrega.training.distributed import DistEnv, deepspeed_config, init_distributed, pick_dtype
-from medrega.training.optim import cosine_with_warmup, param_groups
+from medrega.training.optim import adamw, cosine_with_warmup, param_groups
 
 __all__ = ["Trainer", "TrainResult", "train"]
 
@@ -108,7 +108,7 @@ class Trainer:
                 config=deepspeed_config(self.config.deepspeed, self.config, self.dtype),
             )
             return engine, optimizer, scheduler
-        optimizer = torch.optim.AdamW(groups, betas=ADAMW_BETAS, eps=ADAMW_EPS)
+        optimizer = adamw(groups)
         return None, optimizer, schedule(optimizer)
 
     # -- one optimizer step ---------------------------------------------------------------------
