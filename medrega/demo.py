@@ -15,6 +15,7 @@ import json
 import logging
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from PIL import Image
 from medrega import presets
 from medrega.builders.phantom_records import make_phantom_dataset
 from medrega.data import load_records
+from medrega.data.phantoms import VOCAB
 from medrega.evaluation import score_prediction
 from medrega.grounding import Grounding
 from medrega.tasks import TASKS
@@ -60,6 +62,21 @@ def _prediction_line(record, result) -> dict:
         "groundings": [g.to_dict() for g in result.groundings],
         "gt_groundings": [g.to_dict() for g in record.groundings],
     }
+
+
+_ENGLISH = {zh: en for en, zh in VOCAB.items()}
+SMALL_AREA = 0.02  # a structure whose true box covers under 2% of the image is "small" (nodules, liver lesions)
+
+
+def _structure(record) -> str:
+    """The phantom structure a detection query asks for, by its English name."""
+    phrase = record.groundings[0].phrase
+    return _ENGLISH.get(phrase, phrase)
+
+
+def _size_class(record) -> str:
+    (x1, y1, x2, y2), (w, h) = record.groundings[0].boxes[0], record.image_sizes[0]
+    return "small" if (x2 - x1) * (y2 - y1) < SMALL_AREA * w * h else "large"
 
 
 def _mean(rows: list[dict], metric: str) -> float | None:
@@ -143,6 +160,7 @@ def run_demo(
     assistant = Assistant(trainer.model, processor, max_new_tokens=48, batch_size=50)
     records = load_records(heldout)
     by_lang: dict[str, dict[str, float]] = {}
+    by_structure: dict[str, list[dict]] = {}
     predictions = []
     start = time.perf_counter()
     for lang in ("en", "zh"):
@@ -151,6 +169,9 @@ def run_demo(
         rows = [score_prediction(_prediction_line(r, a), r) for r, a in zip(subset, answers)]
         single = [row for row, r in zip(rows, subset) if len(r.groundings[0].boxes) == 1]
         several = [row for row, r in zip(rows, subset) if len(r.groundings[0].boxes) > 1]
+        for row, r in zip(rows, subset):
+            if len(r.groundings[0].boxes) == 1:
+                by_structure.setdefault(_structure(r), []).append({**row, "size": _size_class(r)})
         scores = {key: _mean(single, key) for key in ("acc@0.25", "acc@0.5", "acc@0.75", "miou")}
         scores["multi_region_f1"] = _mean(several, "region_f1")
         by_lang[lang] = {**scores, "single_region_samples": len(single), "multi_region_samples": len(several)}
@@ -180,6 +201,15 @@ def run_demo(
         "grounding_acc@0.25": round(overall["acc@0.25"], 4),
         "grounding_acc@0.75": round(overall["acc@0.75"], 4),
         "mean_iou": round(overall["miou"], 4),
+        "by_structure": {
+            name: {
+                "size": Counter(row["size"] for row in rows).most_common(1)[0][0],
+                "acc@0.5": round(_mean(rows, "acc@0.5"), 4),
+                "mean_iou": round(_mean(rows, "miou"), 4),
+                "samples": len(rows),
+            }
+            for name, rows in sorted(by_structure.items())
+        },
         "by_language": {lang: {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()} for lang, scores in by_lang.items()},
         "metric_note": "scored by medrega eval's detection scorer: grounding_acc@t and mean_iou over single-region "
         "queries (one true box); queries whose structure has several regions (two nodules) report the region F1 "

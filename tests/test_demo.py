@@ -19,6 +19,9 @@ def test_demo_writes_metrics_drawings_and_model(tmp_path):
     assert 0.0 <= metrics["grounding_acc@0.5"] <= 1.0 and 0.0 <= metrics["mean_iou"] <= 1.0
     assert metrics["train_steps"] == 2 and metrics["heldout_samples"] == 8
     assert "synthetic" in metrics["data"]
+    structures = metrics["by_structure"]  # every single-region query, by the structure asked for
+    assert sum(s["samples"] for s in structures.values()) == metrics["single_region_samples"] > 0
+    assert all(s["size"] == ("small" if name in ("nodule", "lesion") else "large") for name, s in structures.items())
     assert metrics["real_dicom"]["file"] == "CT_small.dcm"
     for name in ("grounding.png", "dicom.png"):
         with Image.open(tmp_path / name) as image:
@@ -29,7 +32,7 @@ def test_demo_writes_metrics_drawings_and_model(tmp_path):
 def test_cli_has_every_command_and_each_one_parses_its_help():
     parser = build_parser()
     (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
-    assert set(commands.choices) == {"demo", "train", "eval", "detect", "identify", "report", "ask"}
+    assert set(commands.choices) == {"demo", "train", "eval", "detect", "identify", "report", "ask", "convert"}
     for command in commands.choices:
         with pytest.raises(SystemExit) as exited:
             parser.parse_args([command, "--help"])
