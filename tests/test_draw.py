@@ -6,7 +6,7 @@ from PIL import Image, ImageDraw
 
 from medrega.grounding import Grounding
 from medrega.inference import Result, draw_groundings
-from medrega.inference.draw import PALETTE, cjk_font_path, load_font
+from medrega.inference.draw import PALETTE, cjk_font_path, load_font, place_label
 
 
 def _grey(w=200, h=120, level=40):
@@ -79,3 +79,19 @@ def test_result_draws_itself_for_notebooks_and_serialises():
     assert data["groundings"] == [{"phrase": "left lung", "boxes": [[10.0, 10.0, 60.0, 50.0]], "image_index": 0}]
     assert data["image_sizes"] == [[200, 120]]
     assert str(result) == "left lung"
+
+
+def test_a_true_and_a_predicted_label_never_hide_each_other():
+    first = place_label((40, 12), (10, 10, 60, 60), [], (100, 100))
+    second = place_label((60, 12), (10, 10, 60, 60), [first], (100, 100))
+    assert first[3] <= second[1] or second[3] <= first[1]  # stacked, not overlapping
+    scan = Image.new("RGB", (64, 64), (128, 128, 128))
+    box = [(8.0, 8.0, 40.0, 40.0)]
+
+    def pixels(groundings, colour):
+        return int((np.asarray(draw_groundings(scan, groundings, min_size=256)) == colour).all(-1).sum())
+
+    named = [Grounding("true: nodule", box), Grounding("predicted: nodule", box)]
+    unnamed = [Grounding("", box), Grounding(" ", box)]
+    for k in range(2):  # each label's fill shows, beyond its box outline
+        assert pixels(named, PALETTE[k]) - pixels(unnamed, PALETTE[k]) > 200

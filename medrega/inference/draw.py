@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from medrega.grounding import Grounding
 
-__all__ = ["PALETTE", "cjk_font_path", "load_font", "draw_groundings", "colour_for"]
+__all__ = ["PALETTE", "cjk_font_path", "load_font", "draw_groundings", "colour_for", "place_label"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +87,40 @@ def _fit(image: Image.Image, min_size: int, max_size: int) -> tuple[Image.Image,
     return image.resize(size, Image.Resampling.LANCZOS), scale
 
 
-def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour, font, bounds: tuple[int, int]) -> None:
-    """A filled tag with ``text`` just above ``xy`` (inside the box when there is no room above)."""
+def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_label(
+    size: tuple[float, float], box: tuple[float, float, float, float], taken: Sequence[tuple[float, float, float, float]], bounds: tuple[int, int]
+) -> tuple[float, float, float, float]:
+    """Where a label of ``size = (w, h)`` for ``box`` goes: above its top-left corner, else inside it, else
+    below it, else the first free slot stacked downwards; never over a label already ``taken`` while a
+    free slot exists inside ``bounds`` (so a true and a predicted label never hide each other)."""
+    w, h = size
+    x = min(max(0.0, box[0]), max(0.0, bounds[0] - w))
+    starts = [box[1] - h, box[1], box[3]]
+    starts += [box[1] + k * h for k in range(1, int(bounds[1] // max(h, 1)) + 1)]
+    fallback = None
+    for y in starts:
+        if y < 0 or y + h > bounds[1]:
+            continue
+        rect = (x, y, x + w, y + h)
+        fallback = fallback or rect
+        if not any(_overlaps(rect, other) for other in taken):
+            return rect
+    return fallback or (x, max(0.0, box[1]), x + w, max(0.0, box[1]) + h)
+
+
+def _label(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], text: str, colour, font, bounds: tuple[int, int], taken: list) -> None:
+    """A filled tag with ``text`` at :func:`place_label`'s place; the place is added to ``taken``."""
     if len(text) > MAX_LABEL:
         text = text[: MAX_LABEL - 1] + "…"
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     pad = max(1, getattr(font, "size", 10) // 6)
-    w, h = right - left + 2 * pad, bottom - top + 2 * pad
-    x = min(max(0.0, xy[0]), max(0.0, bounds[0] - w))
-    y = xy[1] - h if xy[1] - h >= 0 else xy[1]
-    draw.rectangle((x, y, x + w, y + h), fill=colour)
+    x, y, x2, y2 = place_label((right - left + 2 * pad, bottom - top + 2 * pad), box, taken, bounds)
+    taken.append((x, y, x2, y2))
+    draw.rectangle((x, y, x2, y2), fill=colour)
     luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
     draw.text((x + pad - left, y + pad - top), text, fill=(0, 0, 0) if luminance > 150 else (255, 255, 255), font=font)
 
@@ -107,6 +131,7 @@ def _panel(image: Image.Image, groundings: Sequence[Grounding], colours: dict[st
     draw = ImageDraw.Draw(canvas)
     width = line_width or max(2, round(max(canvas.size) / 250))
     font = load_font(font_size or max(12, round(max(canvas.size) / 32)))
+    labels = []
     for g in groundings:
         colour = colours[g.phrase]
         for x1, y1, x2, y2 in g.boxes:
@@ -117,7 +142,10 @@ def _panel(image: Image.Image, groundings: Sequence[Grounding], colours: dict[st
                 continue
             draw.rectangle((sx1, sy1, sx2, sy2), outline=colour, width=width)
             if g.phrase:
-                _label(draw, (sx1, sy1), g.phrase, colour, font, canvas.size)
+                labels.append(((sx1, sy1, sx2, sy2), g.phrase, colour))
+    taken: list = []
+    for box, phrase, colour in labels:  # after every box, so no outline crosses a label
+        _label(draw, box, phrase, colour, font, canvas.size, taken)
     return canvas
 
 
