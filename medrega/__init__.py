@@ -23,6 +23,7 @@ __all__ = [
     "MedRegAProcessor",
     "ParseResult",
     "TextBoxCodec",
+    "convert",
     "iou",
     "__version__",
 ]
@@ -33,4 +34,8 @@ def __getattr__(name: str):
         from medrega.inference import Assistant
 
         return Assistant
+    if name == "convert":  # checkpoint conversion, on first use
+        from medrega.converters import convert
+
+        return convert
     raise AttributeError(f"module 'medrega' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The ``medrega`` command line: ``demo``, ``train``, ``eval``, ``detect``, ``identify``, ``report``, ``ask``."""
+"""The ``medrega`` command line: ``demo``, ``train``, ``eval``, ``detect``, ``identify``, ``report``, ``ask``, ``convert``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,14 @@ def _ask(args) -> int:
     return _finish(_assistant(args).ask(args.images, args.question, lang=args.lang), args)
 
 
+def _convert(args) -> int:
+    from medrega.converters import convert
+
+    codec = {"type": "loc", "bins": 1000} if args.codec == "loc" else {"type": "text", "scale": args.box_scale}
+    print(convert(args.src, args.dst, max_shard_size=args.max_shard_size, region_codec=codec))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medrega", description="Region-aware, bilingual medical multimodal LLMs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -120,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="one or more images, then the question")
     p.add_argument("question")
     p.set_defaults(func=_ask)
+
+    conv = sub.add_parser("convert", help="convert a transformers LLaVA or InternVL checkpoint directory into a medrega model directory")
+    conv.add_argument("src", help="the source directory (config.json, weights, tokenizer)")
+    conv.add_argument("dst", help="the output directory (new or empty)")
+    conv.add_argument("--max-shard-size", default="5GB", help="largest output safetensors shard")
+    conv.add_argument("--codec", default="text", choices=("text", "loc"), help="box codec of the converted model")
+    conv.add_argument("--box-scale", type=int, default=1000, help="coordinate scale of the text codec")
+    conv.set_defaults(func=_convert)
     return parser
 
 

@@ -36,7 +36,7 @@ def test_training_adamw_is_fused_and_makes_the_per_tensor_update():
     fused = adamw([{"params": fused_params, "lr": 1e-2, "weight_decay": 0.1}])
     loop = torch.optim.AdamW([{"params": loop_params, "lr": 1e-2, "weight_decay": 0.1}], foreach=False)
     assert fused.defaults["fused"]
-    for step in range(5):
+    for _ in range(5):
         grads = [torch.randn_like(w) for w in weights]
         for params, optimizer in ((fused_params, fused), (loop_params, loop)):
             for p, g in zip(params, grads):

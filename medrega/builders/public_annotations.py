@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from medrega import boxes as B
-from medrega.builders.annotations import Annotated, ReportEntry, Size, sizes_lookup, mask_boxes
+from medrega.builders.annotations import Annotated, ReportEntry, Size, mask_boxes, sizes_lookup
 
 __all__ = ["read_iu_xray_reports", "read_nih_boxes", "read_vindr_boxes", "read_lung_masks"]
 

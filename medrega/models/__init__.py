@@ -5,7 +5,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 
 from medrega.image_processing import MedRegAImageProcessor
 from medrega.models.configuration import MedRegAConfig, TimmVisionConfig
-from medrega.models.conversion import LLAVA_KEY_MAPPING, convert_state_dict
+from medrega.models.conversion import INTERNVL_KEY_MAPPING, LLAVA_KEY_MAPPING, convert_state_dict
 from medrega.models.modeling import MedRegAForConditionalGeneration, MedRegAOutput, MedRegAPreTrainedModel
 from medrega.models.stages import STAGES
 from medrega.models.tiny import tiny_config
@@ -22,6 +22,7 @@ AutoImageProcessor.register(MedRegAConfig, image_processor_classes=_IMAGE_BACKEN
 AutoProcessor.register(MedRegAConfig, MedRegAProcessor, exist_ok=True)
 
 __all__ = [
+    "INTERNVL_KEY_MAPPING",
     "LLAVA_KEY_MAPPING",
     "STAGES",
     "MedRegAConfig",

@@ -64,6 +64,8 @@ class VisionTower(nn.Module):
             self.model = model if model is not None else AutoModel.from_config(vision_config)
             self.hidden_size = vision_config.hidden_size
             self.num_prefix_tokens = None  # found from the sequence length at run time
+        # the parent model gathers `_no_split_modules` from its direct children only: pass the tower's on (device_map="auto")
+        self._no_split_modules = list(getattr(self.model, "_no_split_modules", None) or [])
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> BaseModelOutput:
         """``(N, 3, S, S)`` images -> ``last_hidden_state (N, tokens, hidden)``, the selected features.
