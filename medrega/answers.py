@@ -24,6 +24,11 @@ Inputs are markup-free text (strip region markup with the codec first).
      one option the answer names (:func:`named_options`; two different options named is no answer).
 
   A letter beyond the options is refused (``None``).
+* **Not found** (:func:`not_found`): a detection answer says a structure is absent with the fixed form
+  ``<phrase>: not found`` (English) or ``<phrase>：未发现`` (Chinese), ``NOT_FOUND`` holding the two
+  words; the reader takes either colon, any case and spaces around the colon, and returns the phrases in
+  order. A phrase runs back to the previous ``,`` ``，`` ``、`` ``;`` ``；`` ``:`` ``：`` ``.`` ``。`` or line break,
+  so phrases holding those are not read.
 * **Named options** (:func:`named_options`): options found in the normalised answer, longest first;
   an occurrence inside a longer option already found does not count (``"pulmonary nodule"`` names
   ``pulmonary nodule``, not ``nodule``).
@@ -40,8 +45,10 @@ __all__ = [
     "has_cjk",
     "map_to_option",
     "match_option",
+    "NOT_FOUND",
     "named_options",
     "normalize_answer",
+    "not_found",
     "parse_choice",
     "parse_options",
     "trim_answer",
@@ -50,6 +57,7 @@ __all__ = [
 
 CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 LETTERS = "ABCDEFGHIJKLMNOP"
+NOT_FOUND = {"en": "not found", "zh": "未发现"}  # the words after "<phrase>: " / "<phrase>：" of an absent structure
 
 _HAS_CJK = re.compile(f"[{CJK}]")
 _EDGE_PUNCT = " \t\r\n.,;:!?。，；：！？、\"'“”‘’()（）"
@@ -58,6 +66,8 @@ _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _CJK_GAP = re.compile(rf"(?<=[{CJK}])\s+|\s+(?=[{CJK}])")
 _NO = re.compile(r"^(?:(?:no|not|none|false|incorrect|negative)\b|否|不|没|无|未|非(?!常))")
 _YES = re.compile(r"^(?:(?:yes|yeah|true|correct|positive)\b|是|有|存在|对|正确|可见)")
+
+_NOT_FOUND = re.compile(r"([^,，、;；:：.。\n]*?)\s*[:：]\s*(?:(?i:not\s+found)|未发现)")
 
 _OPEN, _CLOSE = r"[\(\[（【]", r"[\)\]）】]"
 _ONLY = re.compile(rf"^\s*{_OPEN}?\s*([A-Pa-p])\s*{_CLOSE}?\s*[.。:：]?\s*$")
@@ -95,6 +105,18 @@ def yes_no(text: str | None) -> str | None:
     if _YES.match(norm):
         return "yes"
     return None
+
+
+def not_found(text: str | None) -> list[str]:
+    """The phrases a markup-free answer says are absent (``"nodule: not found."`` -> ``["nodule"]``,
+    ``"结节：未发现。"`` -> ``["结节"]``), in order; see the module docstring.
+
+    Args:
+        text: the answer without region markup (``<ref>`` tags stripped, phrases kept).
+    """
+    if not text:
+        return []
+    return [m.group(1).strip() for m in _NOT_FOUND.finditer(str(text)) if m.group(1).strip()]
 
 
 def named_options(text: str | None, options: Sequence[str]) -> list[int]:

@@ -1,4 +1,4 @@
-"""The ``medrega`` command line: ``demo``, ``train``, ``eval``, ``detect``, ``identify``, ``report``, ``ask``, ``convert``."""
+"""The ``medrega`` command line: ``demo``, ``train``, ``eval``, ``detect``, ``identify``, ``report``, ``ask``, ``convert``, ``experiment``."""
 
 from __future__ import annotations
 
@@ -54,7 +54,10 @@ def _finish(result, args) -> int:
 
 
 def _detect(args) -> int:
-    return _finish(_assistant(args).detect(args.image, args.phrases, lang=args.lang), args)
+    result = _assistant(args).detect(args.image, args.phrases, lang=args.lang)
+    if result.not_found and not args.json:  # the JSON carries "found" and "not_found"
+        print(f"not found: {', '.join(result.not_found)}", file=sys.stderr)
+    return _finish(result, args)
 
 
 def _identify(args) -> int:
@@ -72,9 +75,55 @@ def _ask(args) -> int:
 def _convert(args) -> int:
     from medrega.converters import convert
 
-    codec = {"type": "loc", "bins": 1000} if args.codec == "loc" else {"type": "text", "scale": args.box_scale}
-    print(convert(args.src, args.dst, max_shard_size=args.max_shard_size, region_codec=codec))
+    if args.codec == "loc":
+        codec = {"type": "loc", "bins": 1000}
+    elif args.codec == "text" or args.box_scale is not None:
+        codec = {"type": "text", "scale": args.box_scale or 1000}
+    else:
+        codec = None  # the source's default: text on 0..1000, MedRegA's 0..999 for internvl_chat
+    print(convert(args.src, args.dst, max_shard_size=args.max_shard_size, region_codec=codec, image_token_id=args.image_token_id))
     return 0
+
+
+def _experiment_cg(args) -> int:
+    import yaml
+
+    from medrega.experiments import run_cg
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    run_cg(
+        args.plan, args.target, args.out, seeds=args.seeds, overrides=overrides, metric=args.metric, eval_config=args.eval_config,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
+        keep_checkpoints=args.keep_checkpoints, untrained=not args.no_untrained, progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"CG table written to {Path(args.out) / 'cg.md'} (and cg.tsv, cg.json)")
+    return 0
+
+
+def _add_experiment(sub) -> None:
+    exp = sub.add_parser("experiment", help="run experiments built from training + evaluation (cg: a Med-MAT CG plan)")
+    kinds = exp.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    cg = kinds.add_parser("cg", help="train every mix of a CG plan per seed, evaluate on the target, print the CG table (resumes)")
+    cg.add_argument("plan", help="a folder written by medrega.data.mat_planner.write_mixes (plan.tsv + one YAML per mix)")
+    cg.add_argument("--target", action="append", default=[], help="the held-out target's benchmark file (repeatable)")
+    cg.add_argument("--out", required=True, help="experiment folder (runs/, cg.md, cg.tsv, cg.json); rerun to resume")
+    cg.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    cg.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a training config field for every mix (repeatable)")
+    cg.add_argument("--metric", default="accuracy", help="the evaluation metric of the table")
+    cg.add_argument("--eval-config", help="an eval config (eval/configs/*.yaml) for other evaluation settings")
+    cg.add_argument("--batch-size", type=int, default=None)
+    cg.add_argument("--max-new-tokens", type=int, default=None)
+    cg.add_argument("--limit", type=int, default=None, help="evaluate the first N lines of each target file")
+    cg.add_argument("--device", default=None, help="evaluation device (default: cuda when available)")
+    cg.add_argument("--keep-checkpoints", action="store_true", help="keep training checkpoints (default: only the exported models)")
+    cg.add_argument("--no-untrained", action="store_true", help="leave out the untrained model's row")
+    cg.add_argument("--no-progress", action="store_true")
+    cg.set_defaults(func=_experiment_cg)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,13 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.set_defaults(func=_ask)
 
-    conv = sub.add_parser("convert", help="convert a transformers LLaVA or InternVL checkpoint directory into a medrega model directory")
+    conv = sub.add_parser("convert", help="convert a transformers LLaVA / InternVL or an original InternVL-Chat (MedRegA) checkpoint directory into a medrega model directory")
     conv.add_argument("src", help="the source directory (config.json, weights, tokenizer)")
     conv.add_argument("dst", help="the output directory (new or empty)")
     conv.add_argument("--max-shard-size", default="5GB", help="largest output safetensors shard")
-    conv.add_argument("--codec", default="text", choices=("text", "loc"), help="box codec of the converted model")
-    conv.add_argument("--box-scale", type=int, default=1000, help="coordinate scale of the text codec")
+    conv.add_argument("--codec", default=None, choices=("text", "loc"), help="box codec of the converted model (default: text; the source's scale)")
+    conv.add_argument("--box-scale", type=int, default=None, help="coordinate scale of the text codec (default 1000; 999 for internvl_chat, MedRegA's)")
+    conv.add_argument("--image-token-id", type=int, default=None, help="image-context token id, for a source without tokenizer files (internvl_chat)")
     conv.set_defaults(func=_convert)
+    _add_experiment(sub)
     return parser
 
 

@@ -3,7 +3,9 @@
 1. Writes synthetic phantom "scans" (grayscale images with organ- and lesion-like shapes at known
    places; they are not patient data) and records for every task, English and Chinese.
 2. Trains the tiny preset (random init) on them for a time budget, with a progress bar.
-3. Evaluates text-to-region grounding on held-out phantoms: ``grounding_acc@0.5`` and mean IoU.
+3. Evaluates text-to-region grounding on held-out phantoms: ``grounding_acc@0.5`` and mean IoU; and
+   held-out negative queries (a phantom without a nodule or liver lesion asked for it), whose right
+   answer is "not found": ``metrics["negatives"]["not_found_rate"]``.
 4. Draws predicted and true boxes (``grounding.png``) and runs the trained model on a real CT
    DICOM file that ships with pydicom (``dicom.png``), to show the real input path. The model has
    only ever seen phantoms, so its boxes on the real scan mean nothing medically.
@@ -58,7 +60,7 @@ def _prediction_line(record, result) -> dict:
         "task": "detection",
         "lang": result.lang,
         "text": result.text,
-        "reference": "",
+        "reference": record.conversation[-1].content,
         "groundings": [g.to_dict() for g in result.groundings],
         "gt_groundings": [g.to_dict() for g in record.groundings],
     }
@@ -103,6 +105,7 @@ def run_demo(
     n_train: int = 3000,
     n_heldout: int = 200,
     batch_size: int = 32,
+    negative_rate: float = 0.25,
     progress: bool = True,
 ) -> dict:
     """Run the demo and write ``metrics.json``, ``grounding.png``, ``dicom.png`` and ``model/`` to ``out``.
@@ -114,6 +117,10 @@ def run_demo(
         seed: seeds data, model and training.
         n_train, n_heldout: phantoms for training and for the held-out evaluation.
         batch_size: samples per optimizer step.
+        negative_rate: share of training detection records of phantoms lacking a nodule or a liver
+            lesion that ask for it (answer: "not found"); see ``make_phantom_dataset``. The held-out
+            negatives (``n_heldout // 2`` other phantoms, every one lacking a structure asked for it)
+            are scored separately.
         progress: show progress bars.
 
     Returns:
@@ -123,9 +130,10 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     logger.info("writing synthetic phantoms to %s", out / "phantoms")
-    detection = make_phantom_dataset(out / "phantoms", n_train, seed=seed + 1, tasks=("detection",), multi_object_rate=0.1, filename="detection.jsonl")
+    detection = make_phantom_dataset(out / "phantoms", n_train, seed=seed + 1, tasks=("detection",), multi_object_rate=0.1, negative_rate=negative_rate, filename="detection.jsonl")
     others = make_phantom_dataset(out / "phantoms", max(1, n_train // 10), seed=seed + 1, tasks=OTHER_TASKS, filename="other_tasks.jsonl")
     heldout = make_phantom_dataset(out / "heldout", n_heldout, seed=seed + 10_000, tasks=("detection",), multi_object_rate=0.0)
+    negatives = make_phantom_dataset(out / "heldout_negatives", max(1, n_heldout // 2), seed=seed + 20_000, tasks=("detection",), multi_object_rate=0.0, negative_rate=1.0)
 
     config = TrainConfig(
         model="tiny",
@@ -176,7 +184,23 @@ def run_demo(
         scores["multi_region_f1"] = _mean(several, "region_f1")
         by_lang[lang] = {**scores, "single_region_samples": len(single), "multi_region_samples": len(several)}
         predictions += list(zip(subset, answers))
+    negative_rows: dict[str, list[dict]] = {}
+    for lang in ("en", "zh"):
+        subset = [r for r in load_records(negatives) if r.lang == lang and r.meta.get("absent") and not r.groundings]
+        if subset:
+            answers = assistant.detect_many([r.images[0] for r in subset], [r.meta["absent"][0] for r in subset], lang=lang, per_image=True, progress=progress)
+            for r, a in zip(subset, answers):
+                row = score_prediction(_prediction_line(r, a), r)
+                negative_rows.setdefault(lang, []).append({**row, "boxed": a.found, "structure": _ENGLISH.get(r.meta["absent"][0], r.meta["absent"][0])})
     eval_seconds = time.perf_counter() - start
+    every_negative = [row for rows in negative_rows.values() for row in rows]
+
+    def _negative_summary(rows: list[dict]) -> dict:
+        return {
+            "not_found_rate": round(_mean(rows, "negative_accuracy") or 0.0, 4),
+            "boxed_rate": round(sum(row["boxed"] for row in rows) / len(rows), 4) if rows else 0.0,
+            "samples": len(rows),
+        }
     n = {lang: by_lang[lang]["single_region_samples"] for lang in by_lang}
     total = sum(n.values())
     overall = {key: sum(by_lang[lang][key] * n[lang] for lang in by_lang) / total for key in ("acc@0.25", "acc@0.5", "acc@0.75", "miou")}
@@ -211,6 +235,16 @@ def run_demo(
             for name, rows in sorted(by_structure.items())
         },
         "by_language": {lang: {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()} for lang, scores in by_lang.items()},
+        "negatives": {
+            **_negative_summary(every_negative),
+            "by_language": {lang: _negative_summary(rows) for lang, rows in sorted(negative_rows.items())},
+            "by_structure": {
+                name: _negative_summary([row for row in every_negative if row["structure"] == name])
+                for name in sorted({row["structure"] for row in every_negative})
+            },
+            "note": "held-out queries for a structure the phantom lacks (nodule, liver lesion); not_found_rate: "
+            "share answered 'not found' without a box (the scorer's negative_accuracy); boxed_rate: share that drew a box",
+        },
         "metric_note": "scored by medrega eval's detection scorer: grounding_acc@t and mean_iou over single-region "
         "queries (one true box); queries whose structure has several regions (two nodules) report the region F1 "
         "in by_language.*.multi_region_f1",

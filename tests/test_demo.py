@@ -22,6 +22,10 @@ def test_demo_writes_metrics_drawings_and_model(tmp_path):
     structures = metrics["by_structure"]  # every single-region query, by the structure asked for
     assert sum(s["samples"] for s in structures.values()) == metrics["single_region_samples"] > 0
     assert all(s["size"] == ("small" if name in ("nodule", "lesion") else "large") for name, s in structures.items())
+    negatives = metrics["negatives"]  # held-out queries for an absent structure, their own line
+    assert negatives["samples"] > 0 and 0.0 <= negatives["not_found_rate"] <= 1.0 and 0.0 <= negatives["boxed_rate"] <= 1.0
+    assert set(negatives["by_language"]) == {"en", "zh"} and set(negatives["by_structure"]) <= {"nodule", "lesion"}
+    assert sum(s["samples"] for s in negatives["by_structure"].values()) == negatives["samples"]
     assert metrics["real_dicom"]["file"] == "CT_small.dcm"
     for name in ("grounding.png", "dicom.png"):
         with Image.open(tmp_path / name) as image:
@@ -32,7 +36,7 @@ def test_demo_writes_metrics_drawings_and_model(tmp_path):
 def test_cli_has_every_command_and_each_one_parses_its_help():
     parser = build_parser()
     (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
-    assert set(commands.choices) == {"demo", "train", "eval", "detect", "identify", "report", "ask", "convert"}
+    assert set(commands.choices) == {"demo", "train", "eval", "detect", "identify", "report", "ask", "convert", "experiment"}
     for command in commands.choices:
         with pytest.raises(SystemExit) as exited:
             parser.parse_args([command, "--help"])

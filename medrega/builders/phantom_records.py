@@ -85,6 +85,8 @@ class _Sample:
     rng: random.Random
     prior: tuple[Phantom, str, str, int | None] | None  # (prior phantom, its image path, change, changed nodule)
     multi_object_rate: float
+    negative_rate: float = 0.0
+    negative_rng: random.Random | None = None  # its own draws: a rate of 0 leaves every other record as it was
 
     def make(self, task: str, **kwargs) -> Record:
         """The task's record for this phantom's image."""
@@ -99,8 +101,16 @@ def _identification(s: _Sample, **kw) -> Record:
 
 
 def _detection(s: _Sample, **kw) -> Record:
+    """The structures asked for; with ``negative_rate``, a phantom lacking a nodule or a liver lesion is
+    asked for it instead (a two-structure query keeps one structure that is there)."""
     names = s.ph.names()
     picked = set(s.rng.sample(names, 2 if s.rng.random() < s.multi_object_rate else 1))
+    absent = s.ph.absent()
+    if absent and s.negative_rate > 0 and s.negative_rng.random() < s.negative_rate:
+        missing = s.negative_rng.choice(absent)
+        kept = [n for n in names if n in picked][: len(picked) - 1]
+        phrase = missing if s.lang == "en" else VOCAB[missing]
+        return s.make("detection", groundings=s.ph.groundings(kept, s.lang), absent=[phrase], **kw)
     return s.make("detection", groundings=s.ph.groundings([n for n in names if n in picked], s.lang), **kw)
 
 
@@ -234,6 +244,7 @@ def make_phantom_dataset(
     size: tuple[int, int] = (128, 128),
     *,
     multi_object_rate: float = 0.25,
+    negative_rate: float = 0.0,
     preamble: bool = False,
     filename: str = "phantoms.jsonl",
 ) -> Path:
@@ -252,12 +263,18 @@ def make_phantom_dataset(
         langs: ``"en"`` and/or ``"zh"``.
         size: ``(width, height)`` of every phantom.
         multi_object_rate: share of detection records asking for two structures at once.
+        negative_rate: share of the detection records of phantoms lacking a nodule or a liver lesion
+            that ask for one that is absent (a negative query, answered "not found", the structure
+            listed in ``meta["absent"]``; a two-structure query keeps one that is there). Phantoms with
+            every structure never give one. ``0`` (the default) writes the same files as before.
         preamble: add the tasks' system-style preambles to prompts.
         filename: name of the JSONL file.
 
     Returns:
         The JSONL path (load it with :func:`medrega.data.load_records`).
     """
+    if not 0.0 <= negative_rate <= 1.0:
+        raise ValueError(f"negative_rate must lie in [0, 1], got {negative_rate}")
     unknown = [t for t in tasks if t not in _BUILDERS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; known: {list(_BUILDERS)}")
@@ -280,7 +297,14 @@ def make_phantom_dataset(
         for task in tasks:
             for lang in langs:
                 sample = _Sample(
-                    ph, image, lang, random.Random(f"{seed}:{index}:{task}:{lang}"), prior, multi_object_rate
+                    ph,
+                    image,
+                    lang,
+                    random.Random(f"{seed}:{index}:{task}:{lang}"),
+                    prior,
+                    multi_object_rate,
+                    negative_rate,
+                    random.Random(f"{seed}:{index}:{task}:{lang}:negative"),
                 )
                 meta = {"synthetic": True, "phantom_seed": ph_seed}
                 record = _BUILDERS[task](

@@ -35,7 +35,7 @@ from PIL import Image
 from medrega import boxes as B
 from medrega.grounding import Grounding
 
-__all__ = ["Phantom", "VOCAB", "SOURCE", "make_phantom", "make_prior"]
+__all__ = ["OPTIONAL", "Phantom", "VOCAB", "SOURCE", "make_phantom", "make_prior"]
 
 SOURCE = "synthetic-phantom"
 VOCAB = {
@@ -46,6 +46,7 @@ VOCAB = {
     "nodule": "结节",
     "lesion": "病灶",
 }
+OPTIONAL = ("nodule", "lesion")  # the structures a phantom may lack (the organs are always drawn)
 _INTENSITY = {"body": 95, "liver": 150, "right lung": 35, "left lung": 35, "heart": 195, "nodule": 240, "lesion": 75}
 _SIDE_ZH = {"right": "右", "left": "左"}
 
@@ -115,6 +116,12 @@ class Phantom:
         """English names of the structures present, each once, in :data:`VOCAB` order."""
         present = {s[0] for s in self.structures}
         return [n for n in VOCAB if n in present]
+
+    def absent(self) -> list[str]:
+        """English names of the :data:`OPTIONAL` structures this phantom does not contain (asked for by
+        negative detection queries), in :data:`VOCAB` order."""
+        present = set(self.names())
+        return [n for n in OPTIONAL if n not in present]
 
     def nodule_boxes(self, side: str | None = None) -> list[B.Box]:
         """Boxes of the nodules, of one lung (``"right"``/``"left"``) or of both."""

@@ -7,7 +7,8 @@ task and what the prediction and the reference are.
 task (row name)               metrics
 ============================  ==============================================================================
 detection                     object / region / alignment F1; Acc@0.25/0.5/0.75 and mIoU when the reference
-                              is one box; COCO AP over the task (every detection scored 1.0, label = phrase)
+                              is one box; COCO AP over the task (every detection scored 1.0, label = phrase);
+                              negative_accuracy when the reference says objects are absent ("not found")
 identification                region-to-text accuracy (the label named in the answer)
 vqa, regional_cot             closed accuracy (yes/no references) or open recall, token F1, exact match
 report                        BLEU-1..4, ROUGE-L, CIDEr on the report text (headings removed)
@@ -18,6 +19,15 @@ multi_image/choice            Med-MIM multiple choice: accuracy and macro-F1 ove
 multi_image/open              text metrics, open-answer scores (closed accuracy for yes/no), grounding F1s
 ============================  ==============================================================================
 
+**Absent objects.** A detection reference that answers an object with the not-found form
+(:mod:`medrega.tasks.detection`; else the record's ``meta["absent"]``) is a negative query for it: ``negative_accuracy`` is the share of
+those objects the prediction also says are not found without writing a box for them (phrases compared
+normalised); a box for an absent object (any box, when every object asked for is absent), or no
+statement about it, is wrong; when one object is asked for, a not-found statement names it however
+the model wrote the phrase (as ``Assistant.detect`` reads it). A box on a negative
+also counts against the F1s (precision) and the AP (a false positive of that label); a reference with
+no grounding at all, answered with none, has F1 1.0.
+
 Any other task is scored like an open answer (text metrics and open-answer scores).
 Predictions are the markup-free ``text`` of a line and its ``groundings``; references are the
 record's answer with region markup removed and its ``gt_groundings``.
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from medrega.answers import not_found
 from medrega.data.records import Record
 from medrega.grounding import Grounding
 from medrega.metrics import (
@@ -77,6 +88,14 @@ def _detection(pred: str, ref: str, line: dict, record: Record | None) -> dict:
     metrics = {k: f1s[k] for k in _F1S}
     if len(gg) == 1 and len(gg[0].boxes) == 1:
         metrics.update(region_accuracy([_first_box(pg, gg[0].phrase)], [gg[0].boxes[0]]))
+    absent = {normalize_answer(p) for p in not_found(ref) or (record.meta.get("absent") if record is not None else None) or []}
+    if absent:
+        boxed = {normalize_answer(g.phrase) for g in pg if g.boxes}
+        # every object asked for is absent: any box answers the query with a region, which is wrong
+        said = set() if boxed and not gg else {normalize_answer(p) for p in not_found(pred)} - boxed
+        if said and not gg and len(absent) == 1:  # one object asked: the statement names it however written
+            said = absent
+        metrics["negative_accuracy"] = len(absent & said) / len(absent)
     return {
         "metrics": metrics,
         "detections": [(b, 1.0, normalize_answer(g.phrase)) for g in pg for b in g.boxes],

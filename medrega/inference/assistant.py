@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from medrega import boxes as B
+from medrega.answers import normalize_answer
 from medrega.grounding import Grounding
 from medrega.inference.generation import generate_answers
 from medrega.inference.results import Result
@@ -51,6 +52,16 @@ def _plain(text: str, what: str) -> str:
     return text
 
 SEED = 0  # template choice of every prompt
+
+
+def _absent(asked: Sequence[str], parsed) -> list[str]:
+    """The phrases of ``asked`` a parsed detection answer says are not found and gives no box; with one
+    phrase asked, a not-found statement names it however the model wrote it."""
+    boxed = {normalize_answer(g.phrase) for g in parsed if g.boxes}
+    said = {normalize_answer(p) for p in parsed.not_found}
+    if len(asked) == 1:
+        return list(asked) if said and not boxed else []
+    return [p for p in asked if normalize_answer(p) in said and normalize_answer(p) not in boxed]
 
 
 @dataclass
@@ -125,7 +136,10 @@ class Assistant:
                 model, e.g. a converted MedRegA, always decodes unconstrained).
 
         Returns:
-            A :class:`Result` whose ``groundings`` hold the boxes (original-image pixels).
+            A :class:`Result` whose ``groundings`` hold the boxes (original-image pixels). A structure the
+            model says is absent (``<ref>nodule</ref>: not found.``, ``<ref>结节</ref>：未发现。``; see
+            :mod:`medrega.tasks.detection`) gets no grounding and is listed in ``Result.not_found``;
+            ``Result.found`` is ``False`` when no region was found at all.
         """
         return self._run([lambda: self._detect_job(image, phrases, lang)], constrained=constrained)[0]
 
@@ -327,7 +341,10 @@ class Assistant:
         query = {"phrases": [phrases] if isinstance(phrases, str) else list(phrases)}
 
         def finish(d: Decoded) -> Result:
-            return self._result("detection", d, [im], lang, query, list(task.parse_answer(d.raw_text, im.size, codec=self.codec)))
+            parsed = task.parse_answer(d.raw_text, im.size, codec=self.codec)
+            result = self._result("detection", d, [im], lang, query, list(parsed))
+            result.not_found = _absent(query["phrases"], parsed)
+            return result
 
         return _Job(self._user(prompt), [im], finish)
 

@@ -42,6 +42,9 @@ class Result:
         problems: malformed region markup that was skipped while reading the output.
         lang: ``"en"`` or ``"zh"``.
         query: what was asked (phrases, box, question, options).
+        not_found: detection: the phrases asked for that the answer says the image does not contain
+            (``<ref>nodule</ref>: not found.`` / ``<ref>结节</ref>：未发现。``), as asked, in query order;
+            a phrase the answer also boxes is not listed. Empty for the other tasks.
     """
 
     task: str
@@ -53,6 +56,13 @@ class Result:
     problems: list[str] = field(default_factory=list)
     lang: str = "en"
     query: dict = field(default_factory=dict)
+    not_found: list[str] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        """Whether the answer holds any region (``False`` for a detection that found nothing; see
+        ``not_found`` for which phrases it says are absent)."""
+        return any(g.boxes for g in self.groundings)
 
     @property
     def image_sizes(self) -> list[tuple[int, int]]:
@@ -66,6 +76,8 @@ class Result:
             "text": self.text,
             "raw_text": self.raw_text,
             "groundings": [g.to_dict() for g in self.groundings],
+            "found": self.found,
+            "not_found": list(self.not_found),
             "answer": to_jsonable(self.answer),
             "problems": list(self.problems),
             "lang": self.lang,

@@ -1,19 +1,54 @@
-"""Text-to-region detection: single or several objects, each with one or several regions.
+"""Text-to-region detection: single or several objects, each with one or several regions, or none.
 
 Prompt: ``<image>\\nPlease locate <ref>left lung</ref> in this image.``; answer: the groundings,
 ``<ref>left lung</ref><box>[[520, 110, 880, 590]]</box>``, one ``<box>`` per object holding all of
 its regions (``[[...], [...]]`` for several), objects joined by ``", "``.
+
+**Absent structures.** An object the image does not contain is answered, in the same list, with no
+``<box>`` and the fixed words of :data:`medrega.answers.NOT_FOUND`:
+
+* English: ``<ref>nodule</ref>: not found`` (ASCII colon and space);
+* Chinese: ``<ref>结节</ref>：未发现`` (full-width colon, no space).
+
+Found objects come first, then the absent ones, all joined by ``", "``; an answer holding an absent
+object ends with ``"."`` (English) or ``"。"`` (Chinese). So a query for a nodule the image lacks is
+answered ``<ref>nodule</ref>: not found.`` / ``<ref>结节</ref>：未发现。``, and a query for the liver and
+a nodule ``<ref>liver</ref><box>[[...]]</box>, <ref>nodule</ref>: not found.``. The region markup is
+unchanged (no ``<box>`` is written for an absent object), so box-constrained decoding allows it.
+:meth:`DetectionTask.parse_answer` reads both forms (either colon, any case) into
+:attr:`DetectionAnswer.not_found`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from medrega.answers import NOT_FOUND, not_found
 from medrega.data.records import Record
-from medrega.grounding import Grounding, ParseResult, RegionCodec
-from medrega.tasks.base import Rng, Task, as_rng, image_noun, record_codec, refs
+from medrega.grounding import REF_END, REF_START, Grounding, ParseResult, RegionCodec
+from medrega.tasks.base import Rng, Task, as_rng, check_lang, image_noun, record_codec, refs
 
-__all__ = ["DetectionTask"]
+__all__ = ["DetectionAnswer", "DetectionTask", "not_found_item"]
+
+_COLON = {"en": ": ", "zh": "："}
+_STOP = {"en": ".", "zh": "。"}
+
+
+def not_found_item(phrase: str, lang: str = "en") -> str:
+    """The answer item of an absent object: ``<ref>nodule</ref>: not found`` / ``<ref>结节</ref>：未发现``."""
+    check_lang(lang)
+    if not isinstance(phrase, str) or not phrase.strip():
+        raise ValueError(f"an absent object needs a non-empty phrase, got {phrase!r}")
+    return f"{REF_START}{phrase.strip()}{REF_END}{_COLON[lang]}{NOT_FOUND[lang]}"
+
+
+class DetectionAnswer(ParseResult):
+    """A parsed detection answer: the groundings (a :class:`ParseResult`) plus ``not_found``, the phrases
+    the answer says the image does not contain, in order."""
+
+    def __init__(self, groundings=(), problems=(), not_found: Sequence[str] = ()):
+        super().__init__(groundings, problems)
+        self.not_found: list[str] = list(not_found)
 
 
 class DetectionTask(Task):
@@ -78,14 +113,28 @@ class DetectionTask(Task):
         question = self.pick(kind, lang, rng, objects=refs(phrases, lang), image=image_noun(modality, lang))
         return self.user_turn(question, lang, preamble=preamble)
 
-    def format_answer(self, groundings: Sequence[Grounding], image_size: tuple[int, int]) -> str:
-        """The groundings in the record codec (boxes in pixels of the original image)."""
-        if not groundings:
-            raise ValueError("a detection answer needs at least one grounding")
-        return record_codec().format(groundings, image_size)
+    def format_answer(
+        self, groundings: Sequence[Grounding], image_size: tuple[int, int], *, absent: Sequence[str] = (), lang: str = "en"
+    ) -> str:
+        """The groundings in the record codec (boxes in pixels of the original image), then the absent
+        objects in the not-found form of ``lang`` (see the module docstring).
 
-    def parse_answer(self, text: str, image_size: tuple[int, int], *, codec: RegionCodec | None = None) -> ParseResult:
-        """Groundings in original-image pixels (empty, with ``problems``, on malformed text).
+        Args:
+            groundings: the objects found, with their boxes.
+            image_size: ``(width, height)`` of the original image.
+            absent: phrases of objects the image does not contain.
+            lang: ``"en"`` or ``"zh"`` (the not-found words and full stop).
+        """
+        check_lang(lang)
+        if not groundings and not absent:
+            raise ValueError("a detection answer needs at least one grounding or one absent object")
+        items = [record_codec().format(groundings, image_size)] if groundings else []
+        items += [not_found_item(phrase, lang) for phrase in absent]
+        return ", ".join(items) + (_STOP[lang] if absent else "")
+
+    def parse_answer(self, text: str, image_size: tuple[int, int], *, codec: RegionCodec | None = None) -> DetectionAnswer:
+        """Groundings in original-image pixels (empty, with ``problems``, on malformed text) and the
+        phrases said not found (``not_found``).
 
         Args:
             text: model output.
@@ -93,8 +142,10 @@ class DetectionTask(Task):
             codec: the codec the model writes (default ``TextBoxCodec(1000)``).
         """
         if not isinstance(text, str):
-            return ParseResult(problems=[f"expected text, got {type(text).__name__}"])
-        return (codec or record_codec()).parse(text, image_size)
+            return DetectionAnswer(problems=[f"expected text, got {type(text).__name__}"])
+        codec = codec or record_codec()
+        parsed = codec.parse(text, image_size)
+        return DetectionAnswer(parsed, parsed.problems, not_found(codec.strip(text)))
 
     def make_record(
         self,
@@ -105,12 +156,13 @@ class DetectionTask(Task):
         lang: str = "en",
         rng: Rng = None,
         *,
+        absent: Sequence[str] = (),
         modality: str | None = None,
         preamble: bool = False,
         source: str | None = None,
         meta: dict | None = None,
     ) -> Record:
-        """A detection record asking for every phrase of ``groundings``.
+        """A detection record asking for every phrase of ``groundings``, then every phrase of ``absent``.
 
         Args:
             id: record id.
@@ -118,13 +170,19 @@ class DetectionTask(Task):
             image_size: ``(width, height)`` of the original image.
             groundings: the objects and their boxes (pixels); one grounding per object.
             lang, rng, modality, preamble: as in :meth:`build_prompt`.
+            absent: objects asked for that the image does not contain (a negative query), answered
+                "not found" (see the module docstring); listed in ``meta["absent"]``.
             source: dataset name; meta: extra fields (``objects``/``regions`` kinds are added).
         """
         rng = as_rng(rng)
-        prompt = self.build_prompt([g.phrase for g in groundings], lang, rng, modality=modality, preamble=preamble)
+        absent = [str(p).strip() for p in absent]
+        asked = [g.phrase for g in groundings] + absent
+        prompt = self.build_prompt(asked, lang, rng, modality=modality, preamble=preamble)
         kinds = {
-            "objects": "multi" if len(groundings) > 1 else "single",
+            "objects": "multi" if len(asked) > 1 else "single",
             "regions": "multi" if any(len(g.boxes) > 1 for g in groundings) else "single",
         }
-        turns = [("user", prompt), ("assistant", self.format_answer(groundings, image_size))]
+        if absent:
+            kinds["absent"] = absent
+        turns = [("user", prompt), ("assistant", self.format_answer(groundings, image_size, absent=absent, lang=lang))]
         return self._record(id, [image], [image_size], turns, lang, groundings, source, {**kinds, **(meta or {})})
