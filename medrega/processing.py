@@ -1,7 +1,8 @@
 """``MedRegAProcessor``: images + chat template + region codec -> ``input_ids``, ``pixel_values``, ``labels``.
 
-The processor owns the token layout: it expands each ``<image>`` into ``num_image_tokens``
-placeholder ids, rewrites region markup of records (text boxes relative to the original image)
+The processor owns the token layout: it expands each ``<image>`` of the text into ``num_image_tokens``
+ids of its ``image_token`` per tile (``<image>`` itself by default; InternVL / MedRegA checkpoints use
+``<IMG_CONTEXT>``), wrapped per image in ``image_wrapper`` when set (InternVL: ``<img>`` ... ``</img>``), rewrites region markup of records (text boxes relative to the original image)
 into the model's codec, masks labels to the assistant turns, and truncates prose only.
 ``post_process`` turns generated ids back into text and groundings in original-image pixels.
 """
@@ -35,7 +36,17 @@ from medrega.grounding import (
 )
 from medrega.image_processing import MedRegAImageProcessor, PreparedImages
 
-__all__ = ["MedRegAProcessor", "MedRegAImageProcessor", "SampleTooLongError", "Decoded", "CHAT_TEMPLATE", "IM_START", "IM_END"]
+__all__ = [
+    "MedRegAProcessor",
+    "MedRegAImageProcessor",
+    "SampleTooLongError",
+    "Decoded",
+    "CHAT_TEMPLATE",
+    "HERMES2_CHAT_TEMPLATE",
+    "MEDREGA_SYSTEM_PROMPT",
+    "IM_START",
+    "IM_END",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +65,29 @@ CHAT_TEMPLATE = (
 """ChatML. A message's ``content`` is a string with ``<image>`` placeholders (medrega records) or a
 Hugging Face content list (``{"type": "image"}`` becomes ``<image>`` and a line break, ``{"type": "text"}``
 its text)."""
+
+MEDREGA_SYSTEM_PROMPT = "Answer the questions."
+HERMES2_CHAT_TEMPLATE = (
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] %}{% set messages = messages[1:] %}"
+    "{% else %}{% set system = '" + MEDREGA_SYSTEM_PROMPT + "' %}{% endif %}"
+    "{{ '<|im_start|>system\n' + system + '<|im_end|>' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '<image>\n' }}{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""InternVL-Chat's ``Hermes-2`` conversation as MedRegA uses it (``get_prompt()`` of its ``conversation.py``):
+the system turn first (``"Answer the questions."`` unless the conversation starts with a system message), no
+line break after ``<|im_end|>``:
+``<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n...<|im_end|><|im_start|>assistant\n``.
+The system turn is rendered once, at the start, so every prefix of a conversation renders as a prefix of it
+(what label placement needs)."""
 
 
 class SampleTooLongError(ValueError):
@@ -115,6 +149,11 @@ class MedRegAProcessor(ProcessorMixin):
         num_image_tokens: placeholder tokens per image or tile (the model's ``config.num_image_tokens``).
         region_codec: the model's codec, e.g. ``{"type": "loc", "bins": 1000}``.
         max_length: token budget per sample for :meth:`encode_record`.
+        image_token: the token whose id fills each image run (default ``<image>``; InternVL / MedRegA:
+            ``<IMG_CONTEXT>``). Prompts always mark an image with ``<image>``; the tokenizer must hold
+            ``image_token`` as one token (its id is the model's ``config.image_token_id``).
+        image_wrapper: ``(start, end)`` tokens around each image's run, all tiles together (InternVL /
+            MedRegA: ``("<img>", "</img>")``); ``None``: no wrapper.
         **kwargs: image settings when ``image_processor`` is ``None``.
     """
 
@@ -128,6 +167,8 @@ class MedRegAProcessor(ProcessorMixin):
         num_image_tokens: int = 64,
         region_codec: dict | None = None,
         max_length: int = 2048,
+        image_token: str | None = None,
+        image_wrapper: Sequence[str] | None = None,
         **kwargs,
     ):
         if tokenizer is None:
@@ -140,12 +181,18 @@ class MedRegAProcessor(ProcessorMixin):
         self.region_codec = dict(region_codec or LocTokenCodec().to_config())
         self.max_length = int(max_length)
         self.codec = codec_from_config(self.region_codec)
+        self.image_token = image_token or IMAGE_TOKEN
+        if image_wrapper is not None and (isinstance(image_wrapper, str) or len(image_wrapper) != 2 or not all(isinstance(t, str) and t for t in image_wrapper)):
+            raise ValueError(f"image_wrapper must be two tokens (start, end) or None, got {image_wrapper!r}")
+        self.image_wrapper = list(image_wrapper) if image_wrapper is not None else None
         super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
-        missing = [t for t in (IM_START, IM_END, IMAGE_TOKEN, BOX_START, BOX_END, REF_START, REF_END) if t not in tokenizer.get_vocab()]
+        needed = (IM_START, IM_END, self.image_token, *(self.image_wrapper or ()), BOX_START, BOX_END, REF_START, REF_END)
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in needed if t not in vocab]
         if missing:
-            raise ValueError(f"tokenizer lacks {missing}; call MedRegAProcessor.prepare_tokenizer(tokenizer) first")
-        self.image_token = IMAGE_TOKEN
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+            raise ValueError(f"tokenizer lacks {missing}; call MedRegAProcessor.prepare_tokenizer(tokenizer) first (or give image_token/image_wrapper it holds)")
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self._wrapper_ids = [tokenizer.convert_tokens_to_ids(t) for t in self.image_wrapper] if self.image_wrapper else []
         self.im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
         self._protect = (
             (tokenizer.convert_tokens_to_ids(BOX_START), tokenizer.convert_tokens_to_ids(BOX_END)),
@@ -162,7 +209,7 @@ class MedRegAProcessor(ProcessorMixin):
         """Placeholder tokens one image takes at most: ``num_image_tokens`` per tile and thumbnail."""
         tiles = self.image_processor.max_tiles
         crops = tiles + self.image_processor.use_thumbnail if tiles > 1 else 1
-        return crops * self.num_image_tokens
+        return crops * self.num_image_tokens + len(self._wrapper_ids)
 
     def save_pretrained(self, save_directory, **kwargs):
         """transformers' save (``processor_config.json`` holds the image processor), plus a standalone
@@ -255,7 +302,8 @@ class MedRegAProcessor(ProcessorMixin):
         return [(t, lab) for t, lab in segments if t], end_of_turn
 
     def _tokenize(self, segments: list[tuple[str, bool]], image_runs: list[int]) -> tuple[list[int], list[int]]:
-        """Token ids and labels; every ``<image>`` becomes a run of ``image_runs[k]`` placeholder ids."""
+        """Token ids and labels; every ``<image>`` becomes a run of ``image_runs[k]`` image-token ids (inside
+        the image wrapper, when there is one)."""
         pieces, owners = [], []
         for k, (text, _) in enumerate(segments):
             for j, piece in enumerate(text.split(IMAGE_TOKEN)):
@@ -270,8 +318,9 @@ class MedRegAProcessor(ProcessorMixin):
         ids: list[int] = []
         labels: list[int] = []
         runs = iter(image_runs)
+        start, end = (self._wrapper_ids[:1], self._wrapper_ids[1:]) if self._wrapper_ids else ([], [])
         for piece, owner in zip(pieces, owners):
-            chunk = [self.image_token_id] * next(runs) if piece is None else next(encoded)
+            chunk = start + [self.image_token_id] * next(runs) + end if piece is None else next(encoded)
             ids += chunk
             labels += chunk if segments[owner][1] else [IGNORE_INDEX] * len(chunk)
         return ids, labels
@@ -335,7 +384,7 @@ class MedRegAProcessor(ProcessorMixin):
         starts, ends = np.isin(tokens, [s for s, _ in self._protect]), np.isin(tokens, [e for _, e in self._protect])
         steps = np.cumsum(starts.astype(np.int64) - ends)
         depth = steps - np.minimum(np.minimum.accumulate(steps), 0)  # region nesting, never below 0
-        protected = (tokens == self.image_token_id) | ends | (depth > 0)
+        protected = (tokens == self.image_token_id) | np.isin(tokens, self._wrapper_ids) | ends | (depth > 0)
         labelled = np.flatnonzero(targets != IGNORE_INDEX)
         if not labelled.size:
             raise SampleTooLongError(f"{len(ids)} tokens exceed max_length={limit} and there is no answer prose to cut")

@@ -30,7 +30,7 @@ from medrega.grounding import LocTokenCodec
 
 __all__ = ["TimmVisionConfig", "MedRegAConfig", "PROJECTOR_DEFAULTS", "DEFAULT_TOWER_TOKENS"]
 
-PROJECTOR_DEFAULTS = {"depth": 2, "hidden_size": None, "layer_norm": False, "pixel_shuffle": None, "activation": "gelu", "bias": True}
+PROJECTOR_DEFAULTS = {"depth": 2, "hidden_size": None, "layer_norm": False, "pixel_shuffle": None, "activation": "gelu", "bias": True, "pixel_shuffle_version": "v2"}
 SELECT_STRATEGIES = ("default", "full")
 DEFAULT_TOWER_TOKENS = 196  # the default tower, TimmVisionConfig() (ViT-B/16 at 224 px): 14 x 14 patches, CLS dropped
 
@@ -100,9 +100,11 @@ class MedRegAConfig(PreTrainedConfig):
         vision_config: a Hugging Face vision config (or its dict with ``model_type``), a
             :class:`TimmVisionConfig`, or ``{"timm_name": ..., "kwargs": {...}, "image_size": ...}``.
         text_config: a causal-LM config or its dict (``model_type`` defaults to ``"llama"``).
-        projector_config: ``{"depth", "hidden_size", "layer_norm", "pixel_shuffle", "activation", "bias"}``;
-            ``depth`` linear layers of width ``hidden_size`` (default: the text hidden size), an optional
-            LayerNorm first, an optional pixel shuffle with ratio ``pixel_shuffle`` (InternVL: 0.5).
+        projector_config: ``{"depth", "hidden_size", "layer_norm", "pixel_shuffle", "activation", "bias",
+            "pixel_shuffle_version"}``; ``depth`` linear layers of width ``hidden_size`` (default: the text
+            hidden size), an optional LayerNorm first, an optional pixel shuffle with ratio ``pixel_shuffle``
+            (InternVL: 0.5) in token order ``pixel_shuffle_version`` (``"v2"``, the default and transformers'
+            InternVL; ``"v1"``, the original InternVL-Chat default that MedRegA uses: the merged grid transposed).
         image_token_id: id of the ``<image>`` placeholder token (``None`` until a tokenizer names it;
             the model then refuses images).
         num_image_tokens: placeholder tokens per image after the projector. ``None``: counted when a model
@@ -202,6 +204,10 @@ class MedRegAConfig(PreTrainedConfig):
             factor = 1 / ratio if 0 < ratio < 1 else 0
             if abs(factor - round(factor)) > 1e-6 or round(factor) < 2:
                 raise ValueError(f"pixel_shuffle ratio must be 1/k for an integer k >= 2 (InternVL: 0.5), got {ratio!r}")
+        if out["pixel_shuffle_version"] not in ("v1", "v2"):
+            raise ValueError(f"projector pixel_shuffle_version must be 'v1' or 'v2', got {out['pixel_shuffle_version']!r}")
+        if out["pixel_shuffle_version"] == "v1" and ratio is None:
+            raise ValueError("projector pixel_shuffle_version='v1' needs a pixel_shuffle ratio (it orders the merged tokens)")
         return out
 
     @property

@@ -101,6 +101,7 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
             hidden_size=proj["hidden_size"],
             layer_norm=proj["layer_norm"],
             pixel_shuffle=proj["pixel_shuffle"],
+            pixel_shuffle_version=proj["pixel_shuffle_version"],
             activation=proj["activation"],
             bias=proj["bias"],
         )
