@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from forcing import ForceTokens
 from PIL import Image
 
 from medrega.answers import NOT_FOUND, not_found
@@ -134,20 +135,6 @@ def test_the_scorer_on_a_mixed_query_scores_each_part():
 
 
 # -- decoding, the Result and the CLI ----------------------------------------------------------------
-class _Force:
-    """A logits processor that makes the model write ``ids`` (then eos): model output chosen by the test."""
-
-    def __init__(self, ids, eos):
-        self.ids, self.eos, self.start = [*ids, eos], eos, None
-
-    def __call__(self, input_ids, scores):
-        self.start = input_ids.shape[1] if self.start is None else self.start
-        step = input_ids.shape[1] - self.start
-        forced = torch.full_like(scores, -float("inf"))
-        forced[:, self.ids[min(step, len(self.ids) - 1)]] = 0.0
-        return forced
-
-
 @pytest.fixture(scope="module")
 def tiny():
     from medrega import presets
@@ -176,7 +163,7 @@ def test_detect_on_a_forced_not_found_answer_flags_it_with_no_grounding(tiny, la
     model, processor = tiny
     text, phrase = ANSWERS[lang]
     ids = _ids(processor, text)
-    force = _Force(ids, processor.tokenizer.eos_token_id)
+    force = ForceTokens(ids, processor.tokenizer.eos_token_id)
     assistant = Assistant(model, processor, max_new_tokens=len(ids) + 4, logits_processor=[force])
     result = assistant.detect(Image.new("L", (90, 70), 80), phrase, lang=lang)  # constrained by default
     assert result.raw_text.strip() == text, result.raw_text
@@ -190,7 +177,7 @@ def test_detect_with_several_phrases_says_which_were_not_found(tiny):
     model, processor = tiny
     text = "<ref>liver</ref><box><loc_10><loc_20><loc_300><loc_400></box>, <ref>nodule</ref>: not found."
     ids = _ids(processor, text)
-    assistant = Assistant(model, processor, max_new_tokens=len(ids) + 4, logits_processor=[_Force(ids, processor.tokenizer.eos_token_id)])
+    assistant = Assistant(model, processor, max_new_tokens=len(ids) + 4, logits_processor=[ForceTokens(ids, processor.tokenizer.eos_token_id)])
     result = assistant.detect(Image.new("L", (90, 70), 80), ["liver", "nodule"])
     assert [g.phrase for g in result.groundings] == ["liver"] and result.found is True
     assert result.not_found == ["nodule"]
@@ -208,7 +195,7 @@ def test_cli_detect_json_and_text_say_not_found(tiny, tmp_path, capsys, monkeypa
     Image.new("L", (90, 70), 80).save(image)
 
     def forced(args):
-        return Assistant(model, processor, max_new_tokens=len(ids) + 4, logits_processor=[_Force(ids, processor.tokenizer.eos_token_id)])
+        return Assistant(model, processor, max_new_tokens=len(ids) + 4, logits_processor=[ForceTokens(ids, processor.tokenizer.eos_token_id)])
 
     monkeypatch.setattr(cli, "_assistant", forced)
     assert cli.main(["detect", str(image), "nodule", "--model", "unused", "--json"]) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from forcing import ForceTokens
 from PIL import Image
 
 from medrega import LocTokenCodec, TextBoxCodec, presets
@@ -293,20 +293,6 @@ def test_image_paths_outside_the_root_are_refused_where_confined(tmp_path):
     assert "outside the image root" in samples[1].skip
 
 
-class _Force:
-    """A logits processor that makes the model write ``ids`` (then eos): model output chosen by the test."""
-
-    def __init__(self, ids, eos):
-        self.ids, self.eos, self.start = [*ids, eos], eos, None
-
-    def __call__(self, input_ids, scores):
-        self.start = input_ids.shape[1] if self.start is None else self.start
-        step = input_ids.shape[1] - self.start
-        forced = torch.full_like(scores, -float("inf"))
-        forced[:, self.ids[min(step, len(self.ids) - 1)]] = 0.0
-        return forced
-
-
 def test_zero_area_boxes_are_problems_everywhere_and_tiny_boxes_keep_an_area(tmp_path):
     from medrega import Assistant
 
@@ -324,7 +310,7 @@ def test_zero_area_boxes_are_problems_everywhere_and_tiny_boxes_keep_an_area(tmp
     assert not loaded and "zero-area" in loaded.skipped[0].reason
     model, processor = presets.build("tiny", hidden_size=64, num_layers=1, vision_layers=1, vision_width=64)
     ids = processor.tokenizer(zero, add_special_tokens=False)["input_ids"]
-    force = _Force(ids, processor.tokenizer.eos_token_id)
+    force = ForceTokens(ids, processor.tokenizer.eos_token_id)
     assistant = Assistant(model, processor, max_new_tokens=len(ids) + 4, logits_processor=[force])
     result = assistant.regional_cot(Image.new("RGB", (100, 100)), "Is there a nodule?", constrained=False)
     assert zero in result.raw_text and not result.groundings and any("zero-area" in p for p in result.problems)
