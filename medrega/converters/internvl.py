@@ -12,10 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from transformers import InternVLConfig
-from transformers.activations import ACT2FN
 
 from medrega.converters import ConversionError, Source
-from medrega.converters.llava import feature_layer, image_normalisation
+from medrega.converters.llava import check_projector_settings, feature_layer, image_normalisation
 from medrega.models.conversion import INTERNVL_KEY_MAPPING
 
 __all__ = ["internvl_source"]
@@ -28,11 +27,7 @@ def internvl_source(src: Path, raw: dict) -> Source:
     layer = feature_layer(cfg.vision_feature_layer)
     if not vision.use_mean_pooling and layer == -1:
         raise ConversionError("vision_config.use_mean_pooling=False: transformers applies a final LayerNorm to the last layer's features, which medrega does not")
-    strategy = cfg.vision_feature_select_strategy
-    if strategy not in ("default", "full"):
-        raise ConversionError(f"vision_feature_select_strategy={strategy!r} is not 'default' or 'full'")
-    if cfg.projector_hidden_act not in ACT2FN:
-        raise ConversionError(f"projector_hidden_act={cfg.projector_hidden_act!r} is not a transformers activation")
+    strategy = check_projector_settings(cfg)
     text = cfg.text_config
     text.tie_word_embeddings = bool(getattr(cfg, "tie_word_embeddings", True))
     kwargs = {

@@ -37,14 +37,21 @@ def feature_layer(value) -> int:
     return int(value)
 
 
-def llava_source(src: Path, raw: dict) -> Source:
-    """The medrega config of a LLaVA ``config.json`` (``raw``)."""
-    cfg = LlavaConfig.from_dict(raw)
+def check_projector_settings(cfg) -> str:
+    """The feature select strategy of a LLaVA-family config, refusing a strategy or projector activation
+    medrega cannot express."""
     strategy = cfg.vision_feature_select_strategy
     if strategy not in ("default", "full"):
         raise ConversionError(f"vision_feature_select_strategy={strategy!r} is not 'default' or 'full'")
     if cfg.projector_hidden_act not in ACT2FN:
         raise ConversionError(f"projector_hidden_act={cfg.projector_hidden_act!r} is not a transformers activation")
+    return strategy
+
+
+def llava_source(src: Path, raw: dict) -> Source:
+    """The medrega config of a LLaVA ``config.json`` (``raw``)."""
+    cfg = LlavaConfig.from_dict(raw)
+    strategy = check_projector_settings(cfg)
     text = cfg.text_config
     text.tie_word_embeddings = bool(getattr(cfg, "tie_word_embeddings", False))  # the top-level flag decides in v5
     image_token_id = getattr(cfg, "image_token_id", None)
