@@ -39,10 +39,10 @@ logger = logging.getLogger(__name__)
 OTHER_TASKS = tuple(t for t in TASKS if t != "detection")
 
 
-def _calibrate(config: TrainConfig, seed: int, steps: int = 6) -> float:
+def _calibrate(config: TrainConfig, seed: int, model_config: dict, steps: int = 6) -> float:
     """Seconds per optimizer step on this machine: the median over a few steps of a throwaway model
     on the same data and batch size (robust to a busy moment)."""
-    model, processor = presets.build("tiny", seed=seed)
+    model, processor = presets.build("tiny", seed=seed, **model_config)
     trainer = Trainer(TrainConfig(**{**config.to_dict(), "data": config.data, "max_steps": steps + 2, "output_dir": str(Path(config.output_dir) / "calibration")}), model, processor, progress=False)
     batches = trainer.data.batches()
     trainer.loss_step([next(batches)])  # warm up
@@ -67,6 +67,8 @@ def _prediction_line(record, result) -> dict:
 
 
 _ENGLISH = {zh: en for en, zh in VOCAB.items()}
+DEMO_MODEL: dict = {}  # the demo's model: the tiny preset as it is
+DEMO_QUERY_WEIGHTS: dict[str, float] = {}  # detection queries per structure: uniform
 SMALL_AREA = 0.02  # a structure whose true box covers under 2% of the image is "small" (nodules, liver lesions)
 
 
@@ -106,6 +108,8 @@ def run_demo(
     n_heldout: int = 200,
     batch_size: int = 32,
     negative_rate: float = 0.25,
+    query_weights: dict[str, float] | None = None,
+    model_config: dict | None = None,
     progress: bool = True,
 ) -> dict:
     """Run the demo and write ``metrics.json``, ``grounding.png``, ``dicom.png`` and ``model/`` to ``out``.
@@ -121,6 +125,10 @@ def run_demo(
             lesion that ask for it (answer: "not found"); see ``make_phantom_dataset``. The held-out
             negatives (``n_heldout // 2`` other phantoms, every one lacking a structure asked for it)
             are scored separately.
+        query_weights: how often training detection records ask for each structure
+            (``make_phantom_dataset``); ``None`` gives :data:`DEMO_QUERY_WEIGHTS`.
+        model_config: overrides of the tiny preset's config (:func:`medrega.presets.build`), on top of
+            :data:`DEMO_MODEL`.
         progress: show progress bars.
 
     Returns:
@@ -128,9 +136,10 @@ def run_demo(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    model_config = {**DEMO_MODEL, **(model_config or {})}
     torch.manual_seed(seed)
     logger.info("writing synthetic phantoms to %s", out / "phantoms")
-    detection = make_phantom_dataset(out / "phantoms", n_train, seed=seed + 1, tasks=("detection",), multi_object_rate=0.1, negative_rate=negative_rate, filename="detection.jsonl")
+    detection = make_phantom_dataset(out / "phantoms", n_train, seed=seed + 1, tasks=("detection",), multi_object_rate=0.1, negative_rate=negative_rate, query_weights=DEMO_QUERY_WEIGHTS if query_weights is None else query_weights, filename="detection.jsonl")
     others = make_phantom_dataset(out / "phantoms", max(1, n_train // 10), seed=seed + 1, tasks=OTHER_TASKS, filename="other_tasks.jsonl")
     heldout = make_phantom_dataset(out / "heldout", n_heldout, seed=seed + 10_000, tasks=("detection",), multi_object_rate=0.0)
     negatives = make_phantom_dataset(out / "heldout_negatives", max(1, n_heldout // 2), seed=seed + 20_000, tasks=("detection",), multi_object_rate=0.0, negative_rate=1.0)
@@ -151,13 +160,13 @@ def run_demo(
         seed=seed,
     )
     if max_steps is None:
-        seconds_per_step = _calibrate(config, seed)
+        seconds_per_step = _calibrate(config, seed, model_config)
         steps = max(10, int(train_minutes * 60 / seconds_per_step))
         logger.info("%.2f s per step here: training %d steps in about %.1f minutes", seconds_per_step, steps, train_minutes)
         # the schedule runs its full course; the time limit only guards against a much slower machine
         config = TrainConfig(**{**config.to_dict(), "data": config.data, "max_steps": steps, "warmup_steps": min(30, steps // 10), "max_minutes": 1.5 * train_minutes})
 
-    model, processor = presets.build("tiny", seed=seed)
+    model, processor = presets.build("tiny", seed=seed, **model_config)
     trainer = Trainer(config, model, processor, progress=progress)
     result = trainer.train()
     model_dir = trainer.export(out / "model")

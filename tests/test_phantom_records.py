@@ -61,3 +61,22 @@ def test_generation_speed(tmp_path, record_property):
     record_property("seconds_for_2000_detection_phantoms", round(seconds, 2))
     print(f"\n2,000 phantoms (detection, en): {seconds:.2f} s")
     assert len(path.read_text(encoding="utf-8").splitlines()) == 2000
+
+
+def _asked(path) -> Counter:
+    return Counter(g.phrase for r in load_records(path) for g in r.groundings)
+
+
+def test_query_weights_ask_for_weighted_structures_more_often(tmp_path):
+    kwargs = dict(seed=5, size=(64, 64), tasks=("detection",), langs=("en",), multi_object_rate=0.0)
+    uniform = make_phantom_dataset(tmp_path / "u", 300, **kwargs)
+    same = make_phantom_dataset(tmp_path / "n", 300, query_weights=None, **kwargs)
+    assert same.read_bytes() == uniform.read_bytes()
+    weighted = make_phantom_dataset(tmp_path / "w", 300, query_weights={"nodule": 4.0}, **kwargs)
+    before, after = _asked(uniform), _asked(weighted)
+    assert after["nodule"] > 1.8 * before["nodule"]
+    assert sum(after.values()) == sum(before.values()) == 300
+    with pytest.raises(ValueError, match="query_weights"):
+        make_phantom_dataset(tmp_path / "x", 1, query_weights={"tumour": 2.0})
+    with pytest.raises(ValueError, match="query_weights"):
+        make_phantom_dataset(tmp_path / "y", 1, query_weights={"nodule": 0.0})

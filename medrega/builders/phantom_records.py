@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +87,7 @@ class _Sample:
     multi_object_rate: float
     negative_rate: float = 0.0
     negative_rng: random.Random | None = None  # its own draws: a rate of 0 leaves every other record as it was
+    query_weights: Mapping[str, float] | None = None
 
     def make(self, task: str, **kwargs) -> Record:
         """The task's record for this phantom's image."""
@@ -100,11 +101,20 @@ def _identification(s: _Sample, **kw) -> Record:
     return s.make("identification", region=box, label=en if s.lang == "en" else zh, **kw)
 
 
+def _weighted_sample(rng: random.Random, names: list[str], weights: Mapping[str, float], k: int) -> list[str]:
+    """``k`` distinct names, each draw proportional to its weight (1 for a name not in ``weights``)."""
+    left, out = list(names), []
+    for _ in range(min(k, len(left))):
+        out.append(left.pop(rng.choices(range(len(left)), [weights.get(n, 1.0) for n in left])[0]))
+    return out
+
+
 def _detection(s: _Sample, **kw) -> Record:
     """The structures asked for; with ``negative_rate``, a phantom lacking a nodule or a liver lesion is
     asked for it instead (a two-structure query keeps one structure that is there)."""
     names = s.ph.names()
-    picked = set(s.rng.sample(names, 2 if s.rng.random() < s.multi_object_rate else 1))
+    k = 2 if s.rng.random() < s.multi_object_rate else 1
+    picked = set(s.rng.sample(names, k) if s.query_weights is None else _weighted_sample(s.rng, names, s.query_weights, k))
     absent = s.ph.absent()
     if absent and s.negative_rate > 0 and s.negative_rng.random() < s.negative_rate:
         missing = s.negative_rng.choice(absent)
@@ -245,6 +255,7 @@ def make_phantom_dataset(
     *,
     multi_object_rate: float = 0.25,
     negative_rate: float = 0.0,
+    query_weights: Mapping[str, float] | None = None,
     preamble: bool = False,
     filename: str = "phantoms.jsonl",
 ) -> Path:
@@ -267,6 +278,9 @@ def make_phantom_dataset(
             that ask for one that is absent (a negative query, answered "not found", the structure
             listed in ``meta["absent"]``; a two-structure query keeps one that is there). Phantoms with
             every structure never give one. ``0`` (the default) writes the same files as before.
+        query_weights: how often a detection record asks for each structure present, relative to the
+            others (English names, default 1 each; e.g. ``{"nodule": 3, "lesion": 3}`` asks for the small
+            structures three times as often). ``None`` (the default) draws uniformly, as before.
         preamble: add the tasks' system-style preambles to prompts.
         filename: name of the JSONL file.
 
@@ -275,6 +289,10 @@ def make_phantom_dataset(
     """
     if not 0.0 <= negative_rate <= 1.0:
         raise ValueError(f"negative_rate must lie in [0, 1], got {negative_rate}")
+    if query_weights is not None:
+        wrong = {name: w for name, w in query_weights.items() if name not in VOCAB or not w > 0}
+        if wrong:
+            raise ValueError(f"query_weights need known structures ({list(VOCAB)}) with positive weights, got {wrong}")
     unknown = [t for t in tasks if t not in _BUILDERS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; known: {list(_BUILDERS)}")
@@ -305,6 +323,7 @@ def make_phantom_dataset(
                     multi_object_rate,
                     negative_rate,
                     random.Random(f"{seed}:{index}:{task}:{lang}:negative"),
+                    query_weights,
                 )
                 meta = {"synthetic": True, "phantom_seed": ph_seed}
                 record = _BUILDERS[task](
