@@ -75,6 +75,11 @@ def _ask(args) -> int:
 def _convert(args) -> int:
     from medrega.converters import convert
 
+    if args.to_loc_tokens:  # SRC is a medrega text-box model directory (e.g. a converted MedRegA)
+        from medrega.converters import to_loc_tokens
+
+        print(to_loc_tokens(args.src, args.dst, init=args.init, max_shard_size=args.max_shard_size))
+        return 0
     if args.codec == "loc":
         codec = {"type": "loc", "bins": 1000}
     elif args.codec == "text" or args.box_scale is not None:
@@ -185,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--codec", default=None, choices=("text", "loc"), help="box codec of the converted model (default: text; the source's scale)")
     conv.add_argument("--box-scale", type=int, default=None, help="coordinate scale of the text codec (default 1000; 999 for internvl_chat, MedRegA's)")
     conv.add_argument("--image-token-id", type=int, default=None, help="image-context token id, for a source without tokenizer files (internvl_chat)")
+    conv.add_argument("--to-loc-tokens", action="store_true", help="SRC is a medrega model directory with text boxes (e.g. a converted MedRegA): move it onto 1000 loc tokens")
+    conv.add_argument("--init", default="mean", choices=("mean", "digits", "ordinal"), help="with --to-loc-tokens: how the loc-token rows start (default: mean)")
     conv.set_defaults(func=_convert)
     _add_experiment(sub)
     return parser

@@ -36,7 +36,7 @@ import torch
 from medrega.converters.shards import ShardWriter, checkpoint_files, open_shard, parse_size
 from medrega.models.conversion import rename_key
 
-__all__ = ["convert", "ConversionError", "SOURCES"]
+__all__ = ["convert", "to_loc_tokens", "ConversionError", "SOURCES"]
 
 logger = logging.getLogger(__name__)
 
@@ -302,3 +302,6 @@ def _plan(files: list[Path], source: Source, expected: dict[str, tuple]) -> dict
     if missing:
         raise ConversionError(f"the checkpoint lacks {len(missing)} key(s) the model needs (medrega names): {missing[:8]}")
     return plan
+
+
+from medrega.converters.to_loc_tokens import to_loc_tokens  # noqa: E402  (needs ConversionError above)

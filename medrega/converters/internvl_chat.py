@@ -135,6 +135,7 @@ def internvl_chat_source(src: Path, raw: dict) -> Source:
         "vision_feature_select_strategy": "default",  # the original drops the CLS token (vit_embeds[:, 1:])
         "max_tiles": int(raw.get("max_dynamic_patch", 6)) if dynamic else 0,
         "use_thumbnail": bool(raw.get("use_thumbnail", False)),
+        "prompt_profile": "medrega",  # the Assistant sends MedRegA's own prompt wording (medrega.tasks.profiles)
     }
     if "img_context_token_id" in raw and raw["img_context_token_id"] is not None:
         kwargs["image_token_id"] = int(raw["img_context_token_id"])

@@ -3,7 +3,9 @@
 Design choices:
 
 * Prompts and parsers come from the task library (:mod:`medrega.tasks`) with a fixed template seed, so
-  the same call always sends the same prompt. ``ask`` sends the question verbatim in the task's layout.
+  the same call always sends the same prompt. The wording is a prompt profile (:mod:`medrega.tasks.profiles`):
+  ``prompt_profile=`` (``"default"`` or ``"medrega"``, MedRegA's own prompts), else the model's
+  ``config.prompt_profile`` (a converted MedRegA checkpoint sets ``"medrega"``), else ``"default"``. ``ask`` sends the question verbatim in the task's layout.
   Boxes inside prompts are written directly in the model's region codec.
 * ``Result.groundings`` are every grounding the output holds (the codec's parse); ``Result.answer`` is the
   task's structured reading (a report's sections, the chosen option, ...).
@@ -38,6 +40,7 @@ from medrega.processing import Decoded
 from medrega.tasks import get_task
 from medrega.tasks.base import check_lang
 from medrega.tasks.classification import LETTERS
+from medrega.tasks.profiles import PromptProfile, get_profile
 
 __all__ = ["Assistant"]
 
@@ -83,10 +86,15 @@ class Assistant:
         max_new_tokens: generation budget per answer.
         batch_size: default batch size of the ``*_many`` methods.
         window: DICOM / high bit-depth grey-level window for every image (see ``load_image``).
+        prompt_profile: the prompts' wording, a name (``"default"``, ``"medrega"``) or a
+            :class:`~medrega.tasks.profiles.PromptProfile`; ``None``: ``model.config.prompt_profile`` when set, else
+            ``"default"``. Regional chain-of-thought keeps the default wording.
         **generate_kwargs: passed to ``model.generate`` (e.g. ``do_sample=True, temperature=0.7``).
     """
 
-    def __init__(self, model, processor, *, device=None, max_new_tokens: int = 256, batch_size: int = 8, window=None, **generate_kwargs):
+    def __init__(
+        self, model, processor, *, device=None, max_new_tokens: int = 256, batch_size: int = 8, window=None, prompt_profile: str | PromptProfile | None = None, **generate_kwargs
+    ):
         if device is not None:
             model = model.to(device)
         self.model = model.eval()
@@ -94,6 +102,7 @@ class Assistant:
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = int(batch_size)
         self.window = window
+        self.prompt_profile = get_profile(prompt_profile or getattr(getattr(model, "config", None), "prompt_profile", None))
         self.generate_kwargs = generate_kwargs
 
     @classmethod
@@ -104,7 +113,8 @@ class Assistant:
             path: the directory.
             device: where to run (e.g. ``"cuda"``); default CPU.
             dtype: weights dtype (e.g. ``torch.bfloat16``); default as saved.
-            **kwargs: the constructor's options (``max_new_tokens``, ``batch_size``, ``window``, generation kwargs).
+            **kwargs: the constructor's options (``max_new_tokens``, ``batch_size``, ``window``, ``prompt_profile``,
+                generation kwargs).
         """
         from medrega.models import MedRegAForConditionalGeneration
         from medrega.processing import MedRegAProcessor
@@ -188,7 +198,7 @@ class Assistant:
         def build() -> _Job:
             im, modality = self._load(image)
             query = B.validate_box(box, im.size)
-            prompt = task.build_prompt(query, im.size, lang, SEED, modality=modality, codec=self.codec)
+            prompt = self.prompt_profile.identification(query, im.size, lang, modality=modality, codec=self.codec)
 
             def finish(d: Decoded) -> Result:
                 name = task.parse_answer(d.raw_text, codec=self.codec)
@@ -263,7 +273,7 @@ class Assistant:
                     parsed = task.parse_answer(d.raw_text, [im.size for im in loaded], codec=self.codec)
                     return self._result("multi_image", d, loaded, lang, query, list(parsed.groundings), parsed.text)
 
-            return _Job(self._user(task.user_turn(question.strip(), lang, n_images=len(loaded))), loaded, finish)
+            return _Job(self._user(self.prompt_profile.ask(question.strip(), lang, n_images=len(loaded))), loaded, finish)
 
         return self._stream(build, constrained) if stream else self._run([build], constrained=constrained)[0]
 
@@ -288,11 +298,12 @@ class Assistant:
 
         def build() -> _Job:
             im, modality = self._load(image)
-            prompt = task.build_prompt(options, lang, SEED, style="choice", question=question, modality=modality)
+            profile = self.prompt_profile
+            prompt = profile.classification(options, lang, question=question, modality=modality)
 
             def finish(d: Decoded) -> Result:
-                letter = task.parse_answer(d.raw_text, options=options, style="choice", codec=self.codec)
-                chosen = options[LETTERS.index(letter)] if letter else None
+                picked = task.parse_answer(d.raw_text, options=options, style=profile.classification_style, codec=self.codec)
+                chosen = options[LETTERS.index(picked)] if profile.classification_style in ("choice", "choice_text") and picked else picked
                 return self._result("classification", d, [im], lang, {"options": options, "question": question}, list(d.groundings), chosen)
 
             return _Job(self._user(prompt), [im], finish)
@@ -337,7 +348,7 @@ class Assistant:
         for phrase in [phrases] if isinstance(phrases, str) else phrases:
             _plain(phrase, "the phrase")
         im, modality = self._load(image)
-        prompt = task.build_prompt(phrases, lang, SEED, modality=modality)
+        prompt = self.prompt_profile.detection(phrases, lang, modality=modality, codec=self.codec)
         query = {"phrases": [phrases] if isinstance(phrases, str) else list(phrases)}
 
         def finish(d: Decoded) -> Result:
@@ -352,14 +363,14 @@ class Assistant:
         im, modality = self._load(image)
         if grounded:
             task = get_task("grounded_report")
-            prompt = task.build_prompt(lang, SEED, style=style, modality=modality)
+            prompt = self.prompt_profile.grounded_report(lang, style=style, modality=modality, codec=self.codec)
 
             def finish(d: Decoded) -> Result:
                 parsed = task.parse_answer(d.raw_text, im.size, codec=self.codec)
                 return self._result("grounded_report", d, [im], lang, {"grounded": True}, list(d.groundings), parsed)
         else:
             task = get_task("report")
-            prompt = task.build_prompt(lang, SEED, modality=modality)
+            prompt = self.prompt_profile.report(lang, modality=modality)
 
             def finish(d: Decoded) -> Result:
                 return self._result("report", d, [im], lang, {"grounded": False}, list(d.groundings), task.parse_answer(d.raw_text, codec=self.codec))
