@@ -228,3 +228,35 @@ def test_internvl_final_layernorm_is_refused(tmp_path):
     (src / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConversionError, match="use_mean_pooling=False"):
         medrega.convert(src, tmp_path / "out")
+
+
+def test_conversion_peak_memory_stays_near_one_shard(tmp_path, llava_tokenizer):
+    """Measured, not inferred: a fresh process converts a ~100 MB checkpoint in 20 MB shards; its resident
+    memory grows by about one input plus one output shard, far below the checkpoint's size."""
+    import subprocess
+    import sys
+
+    small, src, dst = tmp_path / "small", tmp_path / "llava", tmp_path / "medrega"
+    save_llava(small, llava_tokenizer)  # converted first, so that imports and caches are not counted
+    torch.manual_seed(0)
+    text = LlamaConfig(vocab_size=len(llava_tokenizer), hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8)
+    cfg = LlavaConfig(vision_config=clip_config(), text_config=text, image_token_id=llava_tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_seq_length=16)
+    llava = LlavaForConditionalGeneration(cfg)
+    total = sum(p.numel() * p.element_size() for p in llava.parameters())
+    llava.save_pretrained(src, max_shard_size="20MB")
+    llava_tokenizer.save_pretrained(src)
+    del llava
+    assert total > 90e6 and len(set(json.loads((src / "model.safetensors.index.json").read_text())["weight_map"].values())) >= 5
+    script = (  # VmHWM: this process's peak resident memory (ru_maxrss would carry the parent's across exec)
+        "import sys, medrega, medrega.converters\n"
+        "def status(field):\n"
+        "    return next(int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith(field + ':'))\n"
+        "medrega.convert(sys.argv[3], sys.argv[2] + '-small')\n"
+        "before = status('VmHWM')\n"
+        "medrega.convert(sys.argv[1], sys.argv[2], max_shard_size='20MB')\n"
+        "print(status('VmHWM') - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(src), str(dst), str(small)], capture_output=True, text=True, check=True)
+    growth = int(out.stdout.strip().splitlines()[-1])
+    assert growth < 0.5 * total, (growth, total)  # one input + one output shard is at most ~40 MB of ~100 MB
+    assert (dst / "model.safetensors.index.json").exists()
