@@ -48,14 +48,8 @@ def loc_digit_strings(bins: int, scale: int) -> list[str]:
 
 
 @torch.no_grad()
-def _init_rows(weight: torch.Tensor, rows: list[int], sources: list[list[int]] | None, reference: int) -> None:
-    """Set ``weight[rows]``: the mean of ``weight[sources[i]]`` per row, or (``sources`` None) the mean of the
-    first ``reference`` rows (the existing vocabulary)."""
-    if not rows:
-        return
-    if sources is None:
-        weight[torch.tensor(rows)] = weight[:reference].float().mean(0).to(weight.dtype)
-        return
+def _digit_init_rows(weight: torch.Tensor, rows: list[int], sources: list[list[int]]) -> None:
+    """Set each ``weight[rows[i]]`` to the mean of ``weight[sources[i]]``."""
     values = torch.stack([weight[torch.tensor(ids)].float().mean(0) for ids in sources])
     weight[torch.tensor(rows)] = values.to(weight.dtype)
 
@@ -81,6 +75,7 @@ def to_loc_tokens(src: str | Path, dst: str | Path, *, init: str = "mean", bins:
     """
     from medrega.grounding import LocTokenCodec, TextBoxCodec
     from medrega.models import MedRegAForConditionalGeneration
+    from medrega.models.parts import mean_init_rows
     from medrega.processing import MedRegAProcessor
 
     src, dst = Path(src), Path(dst)
@@ -114,13 +109,10 @@ def to_loc_tokens(src: str | Path, dst: str | Path, *, init: str = "mean", bins:
     model.config.text_config.vocab_size = rows
 
     tied = bool(model.config.tie_word_embeddings)
-    weights = [model.get_input_embeddings().weight] + ([] if tied else [model.get_output_embeddings().weight])
-    for weight in weights:
-        _init_rows(weight, others, None, reference)
-        if init == "mean":
-            _init_rows(weight, loc_ids, None, reference)
-        elif init == "digits":
-            _init_rows(weight, loc_ids, digit_ids, reference)
+    for embedding in [model.get_input_embeddings()] + ([] if tied else [model.get_output_embeddings()]):
+        mean_init_rows(embedding, others + (loc_ids if init == "mean" else []), reference)
+        if init == "digits":
+            _digit_init_rows(embedding.weight, loc_ids, digit_ids)
     if init == "ordinal":
         from medrega.presets import ordinal_init_
 

@@ -81,11 +81,13 @@ def load_language_model(language_model: str | Path | PreTrainedModel, dtype: tor
         raise OSError(f"could not load the language model {str(language_model)!r}: it {where}. Download it first or pass a local directory. ({err})") from err
 
 
-def _mean_init_rows(embedding: nn.Module, rows: list[int], old_rows: int) -> None:
-    """Set ``rows`` of an embedding / lm_head weight to the mean of its first ``old_rows`` rows."""
+def mean_init_rows(embedding: nn.Module, rows: list[int], old_rows: int) -> None:
+    """Set ``rows`` of an embedding / lm_head weight to the mean of its first ``old_rows`` rows (computed in float32)."""
+    if not rows:
+        return
     with torch.no_grad():
         weight = embedding.weight
-        weight[rows] = weight[:old_rows].mean(dim=0, keepdim=True).to(weight.dtype)
+        weight[rows] = weight[:old_rows].float().mean(dim=0, keepdim=True).to(weight.dtype)
         bias = getattr(embedding, "bias", None)
         if bias is not None:
             bias[rows] = bias[:old_rows].mean()
@@ -157,9 +159,9 @@ class PartsBuilder:
         )
         model = cls(config, vision_model=vision_model, language_model=lm)
         if new_ids:
-            _mean_init_rows(model.get_input_embeddings(), new_ids, old_rows)
+            mean_init_rows(model.get_input_embeddings(), new_ids, old_rows)
             output = model.get_output_embeddings()
             if output is not None and output.weight is not model.get_input_embeddings().weight:
-                _mean_init_rows(output, new_ids, old_rows)
+                mean_init_rows(output, new_ids, old_rows)
         logger.info("built MedRegA from parts: %d new tokens, %s", len(new_ids), model.trainable_summary())
         return model
