@@ -14,8 +14,11 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+import weakref
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 SIZES = {
@@ -133,3 +136,37 @@ def matmul_flops_per_s(device="cpu", dtype=torch.float32, n: int = 2048, reps: i
         sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+class PeakTensorBytes(TorchDispatchMode):
+    """Peak bytes of live tensor storages while active, counting ``existing`` tensors from the start.
+
+    Every op's outputs pass through ``__torch_dispatch__`` (the backward pass too); a storage counts
+    from its first appearance until torch frees it (a weakref finaliser on the storage object)."""
+
+    def __init__(self, existing=()):
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+        for t in existing:
+            self._add(t)
+
+    def _add(self, t) -> None:
+        st = t.untyped_storage()
+        key = st._cdata
+        if key in self.live:
+            return
+        self.live[key] = st.nbytes()
+        self.current += st.nbytes()
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(st, self._free, key)
+
+    def _free(self, key) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                self._add(t)
+        return out

@@ -37,15 +37,12 @@ import statistics
 import sys
 import tempfile
 import time
-import weakref
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SIZES, build_pair, matmul_flops_per_s, padding_heavy_mix, sync  # noqa: E402
+from _common import SIZES, PeakTensorBytes, build_pair, matmul_flops_per_s, padding_heavy_mix, sync  # noqa: E402
 
 from medrega.data import pack_samples, pad_collate  # noqa: E402
 from medrega.data.collate import IGNORE_INDEX  # noqa: E402
@@ -62,40 +59,6 @@ def _flatten(samples):
     pixels = [s["pixel_values"] for s in samples if s["pixel_values"].numel()]
     batch["pixel_values"] = torch.cat(pixels) if pixels else None
     return dict(batch)
-
-
-class PeakTensorBytes(TorchDispatchMode):
-    """Peak bytes of live tensor storages while active, counting ``existing`` tensors from the start.
-
-    Every op's outputs pass through ``__torch_dispatch__`` (the backward pass too); a storage counts
-    from its first appearance until torch frees it (a weakref finaliser on the storage object)."""
-
-    def __init__(self, existing=()):
-        super().__init__()
-        self.live: dict[int, int] = {}
-        self.current = self.peak = 0
-        for t in existing:
-            self._add(t)
-
-    def _add(self, t) -> None:
-        st = t.untyped_storage()
-        key = st._cdata
-        if key in self.live:
-            return
-        self.live[key] = st.nbytes()
-        self.current += st.nbytes()
-        self.peak = max(self.peak, self.current)
-        weakref.finalize(st, self._free, key)
-
-    def _free(self, key) -> None:
-        self.current -= self.live.pop(key, 0)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                self._add(t)
-        return out
 
 
 def _state_tensors(optimizer):

@@ -26,6 +26,7 @@ from transformers.utils import can_return_tuple
 from medrega.data.collate import IGNORE_INDEX
 from medrega.models.compat import CACHE_NAME
 from medrega.models.configuration import MedRegAConfig
+from medrega.models.head_loss import linear_cross_entropy
 from medrega.models.parts import PartsBuilder
 from medrega.models.projector import MultiModalProjector
 from medrega.models.stages import TrainingStages
@@ -270,8 +271,11 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         targets = labels[:, 1:].to(hidden.device)  # (B, T-1): token t predicts label t+1
         keep = targets != IGNORE_INDEX
         selected = hidden[:, :-1][keep]  # (K, H): only positions with a label
-        logits = self.get_output_embeddings()(selected).float()  # (K, V)
-        total = F.cross_entropy(logits, targets[keep], reduction="sum")
+        head = self.get_output_embeddings()
+        if _plain_head(head):
+            total = linear_cross_entropy(selected, head.weight, targets[keep])
+        else:  # adapters on the head, or ZeRO-3 partitioned weights: through the module
+            total = F.cross_entropy(head(selected).float(), targets[keep], reduction="sum")
         if num_items_in_batch is None:
             return total / keep.sum().clamp(min=1)
         if isinstance(num_items_in_batch, torch.Tensor):
@@ -298,3 +302,8 @@ def _set_num_image_tokens(config: MedRegAConfig) -> None:
             f"config.num_image_tokens is {config.num_image_tokens} but the vision tower and projector give {count} tokens per image; "
             "leave it None to have it counted"
         )
+
+
+def _plain_head(head: nn.Module) -> bool:
+    """A bias-free ``nn.Linear`` whose weight is a whole local tensor (not a DeepSpeed ZeRO-3 shard)."""
+    return type(head) is nn.Linear and head.bias is None and not hasattr(head.weight, "ds_id")
