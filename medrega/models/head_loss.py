@@ -53,11 +53,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         grad_h, grad_w = ctx.grads
         ctx.grads = None
-        scale = grad_output.to(torch.float32)
         if grad_h is not None:
-            grad_h = grad_h.mul_(scale.to(grad_h.dtype))
+            grad_h = grad_h.mul_(grad_output.to(grad_h.dtype))
         if grad_w is not None:
-            grad_w = grad_w.mul_(scale.to(grad_w.dtype))
+            grad_w = grad_w.mul_(grad_output.to(grad_w.dtype))
         return grad_h, grad_w, None, None, None
 
 
