@@ -30,6 +30,7 @@ from medrega.models.head_loss import linear_cross_entropy
 from medrega.models.parts import PartsBuilder
 from medrega.models.projector import MultiModalProjector
 from medrega.models.stages import TrainingStages
+from medrega.models.swiglu import use_lean_mlp_
 from medrega.models.vision import VisionTower, image_token_count
 
 __all__ = ["MedRegAPreTrainedModel", "MedRegAForConditionalGeneration", "MedRegAOutput", "IGNORE_INDEX"]
@@ -107,6 +108,7 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
             bias=proj["bias"],
         )
         self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
+        use_lean_mlp_(self.language_model)
         self.post_init()
 
     # -- embeddings (so resize_token_embeddings and generate work on the whole model) -----------
