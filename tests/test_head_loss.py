@@ -104,7 +104,7 @@ def test_model_loss_and_gradients_equal_the_module_path(monkeypatch):
     torch.testing.assert_close(loss_a, loss_b, atol=1e-6, rtol=1e-6)
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 10
     for name, grad in grads_a.items():
-        torch.testing.assert_close(grad, grads_b[name], atol=5e-6, rtol=1e-5, msg=name)  # fp32, different summation order
+        torch.testing.assert_close(grad, grads_b[name], atol=5e-6, rtol=1e-5, msg=name)  # fp32; the lean MLP sums in another order
 
 
 def test_head_with_adapter_or_bias_goes_through_the_module():

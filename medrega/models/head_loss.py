@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import torch
 
-CHUNK_ELEMENTS = 2**23
-"""Logit elements per chunk at most (32 MiB in fp32): the rows are split into the fewest chunks of at most
-``CHUNK_ELEMENTS // vocabulary size`` rows, of equal size (no small last chunk: small matmuls are slow)."""
+CHUNK_ELEMENTS = 2**22
+"""Logit elements per chunk (16 MiB in fp32): rows per chunk = CHUNK_ELEMENTS // vocabulary size."""
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -23,8 +22,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w and hidden.shape[0] == 0 else None
-        chunks = -(-hidden.shape[0] // chunk_rows)
-        chunk_rows = max(1, -(-hidden.shape[0] // max(1, chunks)))  # equal chunks
         for start in range(0, hidden.shape[0], chunk_rows):
             h = hidden[start : start + chunk_rows]
             t = targets[start : start + chunk_rows]
@@ -70,7 +67,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         hidden: ``(K, H)`` hidden states of the positions that have a label.
         weight: ``(V, H)`` the head's weight (no bias).
         targets: ``(K,)`` token ids in ``[0, V)``; every row counts (select labelled rows first).
-        chunk_rows: most rows per chunk; default ``CHUNK_ELEMENTS // V`` (at least 1).
+        chunk_rows: rows per chunk; default ``CHUNK_ELEMENTS // V`` (at least 1).
 
     Returns:
         The 0-d fp32 sum of token losses; its backward gives the same gradients as
