@@ -66,6 +66,9 @@ class TrainConfig:
         keep_checkpoints: how many recent checkpoints to keep.
         precision: ``"auto"`` (bf16 where the hardware has it, else fp32), ``"bf16"`` or ``"fp32"``.
         gradient_checkpointing: recompute activations in the backward pass.
+        keep_host_memory: on a CPU, keep freed memory in the process (glibc ``mallopt``, process-wide)
+            instead of returning it to the operating system, so that steps do not page-fault
+            (:mod:`medrega.training.host_memory`).
         deepspeed: a DeepSpeed JSON config (ZeRO-2/3) used when launched with ``deepspeed``.
     """
 
@@ -99,6 +102,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     gradient_checkpointing: bool = False
+    keep_host_memory: bool = True
     deepspeed: str | None = None
 
     def __post_init__(self) -> None:

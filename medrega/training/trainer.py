@@ -21,6 +21,7 @@ from medrega.training.checkpoint import CheckpointManager
 from medrega.training.config import TrainConfig
 from medrega.training.data import TrainData
 from medrega.training.distributed import DistEnv, deepspeed_config, init_distributed, pick_dtype
+from medrega.training.host_memory import keep_freed_memory
 from medrega.training.optim import adamw, cosine_with_warmup, param_groups
 
 __all__ = ["Trainer", "TrainResult", "train"]
@@ -51,7 +52,8 @@ class Trainer:
         progress: show a progress bar on the main process.
 
     On a CPU, training steps flush denormal floats to zero (``torch.set_flush_denormal``, restored
-    afterwards): without it the optimizer's tiny second moments make every step many times slower.
+    afterwards): without it the optimizer's tiny second moments make every step many times slower;
+    and (``keep_host_memory``) freed memory stays in the process, so that steps do not page-fault.
     """
 
     def __init__(self, config: TrainConfig, model=None, processor=None, resume: bool = False, progress: bool = True):
@@ -61,6 +63,8 @@ class Trainer:
         self.progress = progress and self.env.is_main
         torch.manual_seed(config.seed)
         self.dtype = pick_dtype(config.precision, self.env.device)
+        if config.keep_host_memory and self.env.device.type == "cpu" and keep_freed_memory():
+            logger.info("host memory: freed blocks stay in the process (no page faults per step)")
         self.model, self.processor = self.setup_model(model, processor)
         self.data = TrainData(config, self.processor, self.env)
         self.engine, self.optimizer, self.scheduler = self.setup_optimizer()
