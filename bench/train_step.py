@@ -26,7 +26,7 @@ head positions); ``useful_mfu`` only real tokens and label positions (the same n
 
     python bench/train_step.py --quick                 # tiny sizes, < 1 minute on a 2-core CPU
     python bench/train_step.py                         # 22 M parameters, 64 samples
-    python bench/train_step.py --size gpu --device cuda --dtype bf16
+    python bench/train_step.py --size gpu --device cuda --dtype bf16   # or bench/gpu.sh: every GPU benchmark
 """
 
 from __future__ import annotations
@@ -89,6 +89,27 @@ class Flops:
         return n * (2 * self.n_vision * p + 2 * self.vision_layers * self.vw * p * p + 4 * self.n_proj * self.image_tokens)
 
 
+def _profile(name, step, batches, device) -> None:
+    """One pass over ``batches`` under torch.profiler: wall time, device-busy time, top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for batch in batches:
+            step(batch)
+        sync(device)
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    print(f"profile[{name}]: wall_s={wall:.3f} steps={len(batches)}")
+    if device.type == "cuda":
+        busy = sum(e.self_device_time_total for e in events) / 1e6
+        print(f"profile[{name}]: device_busy_s={busy:.3f} device_busy_share={busy / wall:.2f}")
+        print(events.table(sort_by="self_device_time_total", row_limit=12))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def _labels(s):
     return int((s["labels"][1:] != IGNORE_INDEX).sum())
 
@@ -100,6 +121,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None, help="micro-batch size (default: the size's)")
+    parser.add_argument("--profile", nargs="*", default=None, metavar="PATH", help="after timing, print torch.profiler's top operators of one pass of these paths (default: medrega r2_grouped)")
     args = parser.parse_args(argv)
     T0 = time.perf_counter()
     size = dict(SIZES[args.size or ("quick" if args.quick else "cpu")])
@@ -111,7 +134,7 @@ def main(argv=None) -> dict:
     samples, jsonl = padding_heavy_mix(processor, size["samples"], tmp)
     lengths = [len(s["input_ids"]) for s in samples]
     pad_id = processor.tokenizer.pad_token_id or 0
-    b = size["batch"]
+    b = args.batch or size["batch"]
 
     grouped = list(LengthGroupedBatchSampler(lengths, b, seed=0, group_by_length=True))
     random_order = list(LengthGroupedBatchSampler(lengths, b, seed=0, group_by_length=False))
@@ -188,6 +211,9 @@ def main(argv=None) -> dict:
             sync(device)
             times[name].append(time.perf_counter() - start)
     print(f"timed_s: {time.perf_counter() - T0:.1f}", file=sys.stderr)
+    if args.profile is not None:
+        for name in args.profile or ["medrega", "r2_grouped"]:
+            _profile(name, *paths[name], device)
     seconds = {name: statistics.median(t) for name, t in times.items()}
 
     # -- peak memory of one step on each path's largest batch --------------------------------------------

@@ -34,14 +34,14 @@ class _SwiGLU(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, gate, up, gate_weight, up_weight, down_weight = ctx.saved_tensors
         need_x, need_gate, need_up, need_down = ctx.needs_input_grad
-        sig = torch.sigmoid(gate)
-        act = gate * sig  # silu(gate), recomputed
+        act = F.silu(gate)  # recomputed
         flat_out = grad_out.reshape(-1, grad_out.shape[-1])  # (N, H)
         grad_down = flat_out.T @ (act * up).reshape(-1, up.shape[-1]) if need_down else None  # (H, I)
         grad_hidden = grad_out @ down_weight  # (..., I): d loss / d (silu(gate) * up)
         grad_up = grad_hidden * act
-        grad_gate = grad_hidden.mul_(up).mul_(sig * (1 + gate * (1 - sig)))  # d silu(g) / dg = s (1 + g (1 - s))
-        del act, sig
+        del act
+        grad_gate = torch.ops.aten.silu_backward(grad_hidden.mul_(up), gate)  # one fused kernel for d silu(g) / dg
+        del grad_hidden
         flat_x = x.reshape(-1, x.shape[-1])  # (N, H)
         grad_x = (grad_gate @ gate_weight).add_(grad_up @ up_weight) if need_x else None
         grad_gate_w = grad_gate.reshape(-1, grad_gate.shape[-1]).T @ flat_x if need_gate else None  # (I, H)
