@@ -7,7 +7,9 @@ round by round. The losses of one batch are asserted equal across all paths befo
 
 * ``medrega``: :class:`medrega.training.Trainer.loss_step` with the default config (length-grouped
   padded micro-batches, label-only LM head, flushed denormals on the CPU).
-* ``medrega_packed``: the same with ``packing=True`` (the faster option on offer).
+* ``medrega_packed``: the same with ``packing=True`` (transformers' block-diagonal mask).
+* ``medrega_packed_segments``: packed rows with segment attention (one causal SDPA per packed sample,
+  ``medrega.models.segment_attention``).
 * ``r1``: ``LlavaForConditionalGeneration``, random-order batches padded to the longest, full-vocabulary
   logits, ``loss.backward()``.
 * ``r2_flat``: R1 padding-free with ``DataCollatorWithFlattening`` (position ids restart per sample,
@@ -47,6 +49,7 @@ from _common import SIZES, PeakTensorBytes, build_pair, matmul_flops_per_s, padd
 from medrega.data import pack_samples, pad_collate  # noqa: E402
 from medrega.data.collate import IGNORE_INDEX  # noqa: E402
 from medrega.data.sampling import LengthGroupedBatchSampler  # noqa: E402
+from medrega.models.segment_attention import SEGMENT_ATTENTION  # noqa: E402
 from medrega.training.config import DataSource, TrainConfig  # noqa: E402
 from medrega.training.optim import adamw  # noqa: E402
 from medrega.training.trainer import Trainer  # noqa: E402
@@ -181,6 +184,9 @@ def main(argv=None) -> dict:
         packed = {k: v.to(device) for k, v in pack_samples(first, config.max_length, pad_token_id=pad_id).items() if k in keys and v is not None}
         packed["pixel_values"] = packed["pixel_values"].to(dtype)
         losses["medrega_packed"] = float(trainer.model(**packed).loss)
+        trainer.model.language_model.set_attn_implementation(SEGMENT_ATTENTION)
+        losses["medrega_packed_segments"] = float(trainer.model(**packed).loss)
+        trainer.model.language_model.set_attn_implementation("sdpa")
         losses["r1"] = float(r1(**inp, use_cache=False).loss)
         flat = {k: v.to(device) for k, v in _flatten(first).items() if v is not None}
         flat["pixel_values"] = flat["pixel_values"].to(dtype)
@@ -193,17 +199,23 @@ def main(argv=None) -> dict:
     paths = {
         "medrega": (lambda batch: trainer.loss_step([batch]), medrega_batches),
         "medrega_packed": (lambda batch: trainer.loss_step([batch]), packed_trainer_batches),
+        "medrega_packed_segments": (lambda batch: trainer.loss_step([batch]), packed_trainer_batches),
         "r1": (r1_step, r1_batches),
         "r2_flat": (r1_step, r2_flat_batches),
         "r2_grouped": (r1_step, r2_grouped_batches),
     }
-    for step, batches in paths.values():  # warm-up (allocates the optimizer state)
+    def use(name):  # the attention of the path about to run (a per-forward setting of the same model)
+        trainer.model.language_model.set_attn_implementation(SEGMENT_ATTENTION if name == "medrega_packed_segments" else "sdpa")
+
+    for name, (step, batches) in paths.items():  # warm-up (allocates the optimizer state)
+        use(name)
         step(batches[0])
     times = {name: [] for name in paths}
     names = list(paths)
     for k in range(rounds):
         for name in names[k % len(names) :] + names[: k % len(names)]:
             step, batches = paths[name]
+            use(name)
             sync(device)
             start = time.perf_counter()
             for batch in batches:
@@ -213,12 +225,14 @@ def main(argv=None) -> dict:
     print(f"timed_s: {time.perf_counter() - T0:.1f}", file=sys.stderr)
     if args.profile is not None:
         for name in args.profile or ["medrega", "r2_grouped"]:
+            use(name)
             _profile(name, *paths[name], device)
     seconds = {name: statistics.median(t) for name, t in times.items()}
 
     # -- peak memory of one step on each path's largest batch --------------------------------------------
     peaks = {}
     for name, (step, batches) in paths.items():
+        use(name)
         largest = max(batches, key=lambda x: x["input_ids"].numel())
         model = trainer.model if name.startswith("medrega") else r1
         optimizer = trainer.optimizer if name.startswith("medrega") else r1_opt
@@ -240,7 +254,7 @@ def main(argv=None) -> dict:
 
     def executed(name):
         batches = paths[name][1]
-        if name == "medrega_packed" or name == "r2_flat":
+        if name.startswith("medrega_packed") or name == "r2_flat":
             body = sum(flops.seq(len(s["input_ids"])) for s in samples)
         else:
             body = sum(bt["input_ids"].shape[0] * flops.seq(bt["input_ids"].shape[1]) for bt in batches)
@@ -263,7 +277,7 @@ def main(argv=None) -> dict:
         print(f"{name}: samples_per_s={r['samples_per_s']:.2f} label_tokens_per_s={r['tokens_per_s']:.1f} peak_mib={r['peak_mib']:.1f} mfu={r['mfu']:.3f} useful_mfu={r['useful_mfu']:.3f}")
     r2 = "r2_flat" if seconds["r2_flat"] <= seconds["r2_grouped"] else "r2_grouped"
     print(f"r2_is: {r2}")
-    for option, suffix in (("medrega", ""), ("medrega_packed", "_packed")):
+    for option, suffix in (("medrega", ""), ("medrega_packed", "_packed"), ("medrega_packed_segments", "_packed_segments")):
         print(f"train_tokens_per_s_ratio{suffix}: {seconds['r1'] / seconds[option]:.2f}")
         print(f"train_tokens_per_s_ratio_r2{suffix}: {seconds[r2] / seconds[option]:.2f}")
         print(f"peak_memory_ratio{suffix}: {peaks[option] / peaks['r1']:.2f}")

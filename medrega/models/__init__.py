@@ -1,5 +1,6 @@
 """MedRegA models, native to transformers: importing this registers them, and their processor, with the
-``Auto*`` classes (so ``AutoProcessor`` and ``pipeline`` find them)."""
+``Auto*`` classes (so ``AutoProcessor`` and ``pipeline`` find them), and registers the attention
+implementation ``"medrega_segments"`` (:mod:`medrega.models.segment_attention`)."""
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
@@ -7,6 +8,7 @@ from medrega.image_processing import MedRegAImageProcessor
 from medrega.models.configuration import MedRegAConfig, TimmVisionConfig
 from medrega.models.conversion import INTERNVL_KEY_MAPPING, LLAVA_KEY_MAPPING, convert_state_dict
 from medrega.models.modeling import MedRegAForConditionalGeneration, MedRegAOutput, MedRegAPreTrainedModel
+from medrega.models.segment_attention import SEGMENT_ATTENTION, use_segment_attention_
 from medrega.models.stages import STAGES
 from medrega.models.tiny import tiny_config
 from medrega.models.vision import image_token_count
@@ -29,10 +31,12 @@ __all__ = [
     "MedRegAForConditionalGeneration",
     "MedRegAOutput",
     "MedRegAPreTrainedModel",
+    "SEGMENT_ATTENTION",
     "TilePlan",
     "TimmVisionConfig",
     "convert_state_dict",
     "image_token_count",
     "plan_tiles",
     "tiny_config",
+    "use_segment_attention_",
 ]

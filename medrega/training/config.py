@@ -56,7 +56,8 @@ class TrainConfig:
         lr, lr_vision, lr_projector, lr_language: learning rates (module rates default to ``lr``).
         warmup_steps: linear warmup before the cosine decay (to ``min_lr_ratio * lr``).
         max_length: token budget per sample (prose is truncated, never images or regions).
-        packing: pack samples into rows of ``max_length`` tokens (no padding, no cross-sample attention).
+        packing: pack samples into rows of ``max_length`` tokens (no padding, no cross-sample attention;
+            on the CPU, attention runs per packed sample: :mod:`medrega.models.segment_attention`).
         group_by_length: batch samples of similar length together.
         augment_crop_prob: chance of a box-aware random crop per image (boxes move with the image;
             0 disables geometric augmentation).

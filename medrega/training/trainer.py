@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from medrega.data.collate import IGNORE_INDEX
+from medrega.models.segment_attention import use_segment_attention_
 from medrega.training.checkpoint import CheckpointManager
 from medrega.training.config import TrainConfig
 from medrega.training.data import TrainData
@@ -86,6 +87,8 @@ class Trainer:
                 model = MedRegAForConditionalGeneration.from_pretrained(self.config.model)
                 processor = MedRegAProcessor.from_pretrained(self.config.model)
         model.set_trainable(self.config.stage)
+        if self.config.packing and self.env.device.type == "cpu" and model.config.text_config._attn_implementation in ("sdpa", "eager"):
+            use_segment_attention_(model)  # packed rows on the CPU: attention per sample, no masked blocks
         if self.config.lora_r > 0:
             model.apply_lora(r=self.config.lora_r, alpha=self.config.lora_alpha)
         if self.config.gradient_checkpointing:
