@@ -235,3 +235,35 @@ def test_stages_and_lora_keep_region_rows_trainable():
     m.merge_lora()
     assert not any("lora" in n or "delta" in n for n, _ in m.named_parameters())
     torch.testing.assert_close(m(input_ids=ids, pixel_values=images(1)).logits, before, atol=1e-5, rtol=1e-4)
+
+
+def test_identical_images_are_encoded_once_when_the_tower_is_frozen():
+    m = make_model(seed=3).train()
+    a, b = sample(2, seed=31), sample(1, seed=32)
+    ids = torch.stack([a, torch.cat([b, torch.full((len(a) - len(b),), 5)])])
+    px = images(2, seed=33)
+    px = torch.cat([px, px[:1]])  # sample 2 shows sample 1's first image again
+    seen = []
+    m.vision_tower.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+
+    def step():
+        m.zero_grad()
+        out = m(input_ids=ids, pixel_values=px, labels=ids)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    m.set_trainable("instruction")  # frozen tower
+    out, grads = step()
+    assert seen == [2]  # three images, two distinct
+    m._encode_images = lambda pixels: m.get_image_features(pixels).pooler_output  # every image encoded
+    ref, ref_grads = step()
+    assert seen == [2, 3]
+    torch.testing.assert_close(out.image_hidden_states, ref.image_hidden_states, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.loss, ref.loss)
+    assert grads.keys() == ref_grads.keys() and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], atol=1e-6, rtol=1e-5, msg=name)
+    del m._encode_images
+    m.set_trainable("full")  # a trainable tower in training mode sees every image
+    step()
+    assert seen == [2, 3, 3]

@@ -146,6 +146,15 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
             raise ValueError(f"the vision tower and projector give {features.shape[1]} tokens per image, config.num_image_tokens is {self.config.num_image_tokens}")
         return BaseModelOutputWithPooling(last_hidden_state=vision.last_hidden_state, pooler_output=features, hidden_states=vision.hidden_states)
 
+    def _encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected features ``(N, n, H)``; identical images of the batch go through the vision tower once
+        when it is frozen or in eval mode (samples that share a scan: several questions on one image)."""
+        if pixel_values.shape[0] > 1 and (not self.training or not any(p.requires_grad for p in self.vision_tower.parameters())):
+            unique, inverse = torch.unique(pixel_values.flatten(1), dim=0, return_inverse=True)
+            if unique.shape[0] < pixel_values.shape[0]:
+                return self.get_image_features(unique.view(-1, *pixel_values.shape[1:])).pooler_output[inverse]
+        return self.get_image_features(pixel_values).pooler_output
+
     def _check_placeholders(self, is_image: torch.Tensor, num_images: int) -> None:
         """Raise when placeholders and images disagree; ``is_image`` is ``(B, T)``. One host sync."""
         per_image = self.config.num_image_tokens
@@ -195,7 +204,7 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         self._check_placeholders(is_image, num_images)
         if num_images == 0:
             return inputs_embeds, None
-        features = self.get_image_features(pixel_values).pooler_output  # (N, n, H)
+        features = self._encode_images(pixel_values)  # (N, n, H)
         flat = features.reshape(-1, features.shape[-1]).to(inputs_embeds.dtype)  # (N*n, H)
         return inputs_embeds.masked_scatter(is_image.unsqueeze(-1), flat), features
 
