@@ -174,6 +174,9 @@ def main(argv=None) -> dict:
         r1_opt.zero_grad(set_to_none=True)
         return loss
 
+    def use(name):  # the attention of the path about to run (a per-forward setting of the same model)
+        trainer.model.language_model.set_attn_implementation(SEGMENT_ATTENTION if name == "medrega_packed_segments" else "sdpa")
+
     # -- equal losses on one batch, before any step ----------------------------------------------------
     first = pick(random_order)[0]
     with torch.no_grad():
@@ -184,9 +187,9 @@ def main(argv=None) -> dict:
         packed = {k: v.to(device) for k, v in pack_samples(first, config.max_length, pad_token_id=pad_id).items() if k in keys and v is not None}
         packed["pixel_values"] = packed["pixel_values"].to(dtype)
         losses["medrega_packed"] = float(trainer.model(**packed).loss)
-        trainer.model.language_model.set_attn_implementation(SEGMENT_ATTENTION)
+        use("medrega_packed_segments")
         losses["medrega_packed_segments"] = float(trainer.model(**packed).loss)
-        trainer.model.language_model.set_attn_implementation("sdpa")
+        use("medrega")
         losses["r1"] = float(r1(**inp, use_cache=False).loss)
         flat = {k: v.to(device) for k, v in _flatten(first).items() if v is not None}
         flat["pixel_values"] = flat["pixel_values"].to(dtype)
@@ -204,9 +207,6 @@ def main(argv=None) -> dict:
         "r2_flat": (r1_step, r2_flat_batches),
         "r2_grouped": (r1_step, r2_grouped_batches),
     }
-    def use(name):  # the attention of the path about to run (a per-forward setting of the same model)
-        trainer.model.language_model.set_attn_implementation(SEGMENT_ATTENTION if name == "medrega_packed_segments" else "sdpa")
-
     for name, (step, batches) in paths.items():  # warm-up (allocates the optimizer state)
         use(name)
         step(batches[0])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, find_packed_sequence_indices, sdpa_mask
 
 __all__ = ["SEGMENT_ATTENTION", "segment_attention_forward", "segment_bounds", "use_segment_attention_"]
 
@@ -22,14 +22,16 @@ SEGMENT_ATTENTION = "medrega_segments"
 
 
 def segment_bounds(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
-    """Per row, the ``(start, end)`` column ranges where ``position_ids`` grows by one (one packed sample each)."""
-    starts = torch.ones_like(position_ids, dtype=torch.bool)
-    starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
-    width = position_ids.shape[1]
+    """Per row, the ``(start, end)`` column ranges of its packed samples, as transformers' block mask
+    draws them (:func:`transformers.masking_utils.find_packed_sequence_indices`)."""
+    rows, width = position_ids.shape
+    sequence_ids = find_packed_sequence_indices(position_ids)
+    if sequence_ids is None:  # one sample per row
+        return [[(0, width)] for _ in range(rows)]
     bounds = []
-    for row in starts.cpu():
-        cols = row.nonzero().flatten().tolist()
-        bounds.append(list(zip(cols, cols[1:] + [width], strict=True)))
+    for row in sequence_ids.cpu():
+        ends = torch.unique_consecutive(row, return_counts=True)[1].cumsum(0).tolist()
+        bounds.append(list(zip([0, *ends[:-1]], ends, strict=True)))
     return bounds
 
 
