@@ -18,6 +18,6 @@ run() {  # run NAME ARGS...: one benchmark, its log in OUT_DIR/NAME.txt; a failu
 }
 run train_step_quick_fp32 bench/train_step.py --quick --device cuda
 run train_step bench/train_step.py --size gpu --device cuda --dtype bf16
-run train_step_b64 bench/train_step.py --size gpu --device cuda --dtype bf16 --batch 64
+run train_step_b64 bench/train_step.py --size gpu --device cuda --dtype bf16 --batch 64 --compile
 run generate bench/generate.py --size gpu --device cuda --dtype bf16
 exit $status

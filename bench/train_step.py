@@ -10,6 +10,8 @@ round by round. The losses of one batch are asserted equal across all paths befo
 * ``medrega_packed``: the same with ``packing=True`` (transformers' block-diagonal mask).
 * ``medrega_packed_segments``: packed rows with segment attention (one causal SDPA per packed sample,
   ``medrega.models.segment_attention``).
+* ``medrega_compiled`` (with ``--compile``): the default step with ``compile=True`` (``torch.compile`` of
+  the repeated blocks) on a copy of the same weights; ``compile_s`` is its first pass's extra time.
 * ``r1``: ``LlavaForConditionalGeneration``, random-order batches padded to the longest, full-vocabulary
   logits, ``loss.backward()``.
 * ``r2_flat``: R1 padding-free with ``DataCollatorWithFlattening`` (position ids restart per sample,
@@ -35,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -125,6 +129,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None, help="micro-batch size (default: the size's)")
+    parser.add_argument("--compile", action="store_true", help="also time the default step with compile=True")
     parser.add_argument("--profile", nargs="*", default=None, metavar="PATH", help="after timing, print torch.profiler's top operators of one pass of these paths (default: medrega r2_grouped)")
     args = parser.parse_args(argv)
     T0 = time.perf_counter()
@@ -148,7 +153,11 @@ def main(argv=None) -> dict:
         return [[samples[i] for i in idx] for idx in order]
 
     config = TrainConfig(data=(DataSource(str(jsonl)),), output_dir=str(Path(tmp) / "out"), max_steps=10**6, warmup_steps=0, precision=args.dtype)
+    compiled = copy.deepcopy(ours) if args.compile else None  # same weights, before any step
     trainer = Trainer(config, model=ours, processor=processor, progress=False)
+    trainers = {"medrega": trainer}
+    if compiled is not None:
+        trainers["medrega_compiled"] = Trainer(dataclasses.replace(config, compile=True), model=compiled, processor=processor, progress=False)
     packed_trainer_batches = [pack_samples(g, config.max_length, pad_token_id=pad_id) for g in pick(grouped)]
     medrega_batches = [pad_collate(g, pad_id) for g in pick(grouped)]
 
@@ -190,6 +199,8 @@ def main(argv=None) -> dict:
         use("medrega_packed_segments")
         losses["medrega_packed_segments"] = float(trainer.model(**packed).loss)
         use("medrega")
+        if compiled is not None:
+            losses["medrega_compiled"] = float(compiled(**inp).loss)
         losses["r1"] = float(r1(**inp, use_cache=False).loss)
         flat = {k: v.to(device) for k, v in _flatten(first).items() if v is not None}
         flat["pixel_values"] = flat["pixel_values"].to(dtype)
@@ -207,9 +218,17 @@ def main(argv=None) -> dict:
         "r2_flat": (r1_step, r2_flat_batches),
         "r2_grouped": (r1_step, r2_grouped_batches),
     }
-    for name, (step, batches) in paths.items():  # warm-up (allocates the optimizer state)
+    if compiled is not None:
+        paths["medrega_compiled"] = (lambda batch: trainers["medrega_compiled"].loss_step([batch]), medrega_batches)
+    warmup = {}
+    for name, (step, batches) in paths.items():  # warm-up (allocates the optimizer state; the compiled path compiles)
         use(name)
-        step(batches[0])
+        sync(device)
+        start = time.perf_counter()
+        for batch in batches if name == "medrega_compiled" else batches[:1]:
+            step(batch)
+        sync(device)
+        warmup[name] = time.perf_counter() - start
     times = {name: [] for name in paths}
     names = list(paths)
     for k in range(rounds):
@@ -234,8 +253,9 @@ def main(argv=None) -> dict:
     for name, (step, batches) in paths.items():
         use(name)
         largest = max(batches, key=lambda x: x["input_ids"].numel())
-        model = trainer.model if name.startswith("medrega") else r1
-        optimizer = trainer.optimizer if name.startswith("medrega") else r1_opt
+        owner = trainers.get(name, trainer)
+        model = owner.model if name.startswith("medrega") else r1
+        optimizer = owner.optimizer if name.startswith("medrega") else r1_opt
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
             step(largest)
@@ -277,7 +297,11 @@ def main(argv=None) -> dict:
         print(f"{name}: samples_per_s={r['samples_per_s']:.2f} label_tokens_per_s={r['tokens_per_s']:.1f} peak_mib={r['peak_mib']:.1f} mfu={r['mfu']:.3f} useful_mfu={r['useful_mfu']:.3f}")
     r2 = "r2_flat" if seconds["r2_flat"] <= seconds["r2_grouped"] else "r2_grouped"
     print(f"r2_is: {r2}")
-    for option, suffix in (("medrega", ""), ("medrega_packed", "_packed"), ("medrega_packed_segments", "_packed_segments")):
+    if compiled is not None:
+        print(f"compile_s: {warmup['medrega_compiled'] - seconds['medrega_compiled']:.1f}")
+    for option, suffix in (("medrega", ""), ("medrega_packed", "_packed"), ("medrega_packed_segments", "_packed_segments"), ("medrega_compiled", "_compiled")):
+        if option not in paths:
+            continue
         print(f"train_tokens_per_s_ratio{suffix}: {seconds['r1'] / seconds[option]:.2f}")
         print(f"train_tokens_per_s_ratio_r2{suffix}: {seconds[r2] / seconds[option]:.2f}")
         print(f"peak_memory_ratio{suffix}: {peaks[option] / peaks['r1']:.2f}")

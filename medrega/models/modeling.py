@@ -27,6 +27,7 @@ from medrega.data.collate import IGNORE_INDEX
 from medrega.models.compat import CACHE_NAME
 from medrega.models.configuration import MedRegAConfig
 from medrega.models.head_loss import linear_cross_entropy
+from medrega.models.image_groups import identical_images
 from medrega.models.parts import PartsBuilder
 from medrega.models.projector import MultiModalProjector
 from medrega.models.stages import TrainingStages
@@ -150,9 +151,10 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         """Projected features ``(N, n, H)``; identical images of the batch go through the vision tower once
         when it is frozen or in eval mode (samples that share a scan: several questions on one image)."""
         if pixel_values.shape[0] > 1 and (not self.training or not any(p.requires_grad for p in self.vision_tower.parameters())):
-            unique, inverse = torch.unique(pixel_values.flatten(1), dim=0, return_inverse=True)
-            if unique.shape[0] < pixel_values.shape[0]:
-                return self.get_image_features(unique.view(-1, *pixel_values.shape[1:])).pooler_output[inverse]
+            groups = identical_images(pixel_values)
+            if groups is not None:
+                first, inverse = groups
+                return self.get_image_features(pixel_values[first]).pooler_output[inverse]
         return self.get_image_features(pixel_values).pooler_output
 
     def _check_placeholders(self, is_image: torch.Tensor, num_images: int) -> None:

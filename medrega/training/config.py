@@ -67,6 +67,9 @@ class TrainConfig:
         keep_checkpoints: how many recent checkpoints to keep.
         precision: ``"auto"`` (bf16 where the hardware has it, else fp32), ``"bf16"`` or ``"fp32"``.
         gradient_checkpointing: recompute activations in the backward pass.
+        compile: ``torch.compile`` the repeated blocks (decoder layers, vision blocks) in place, once for
+            all sequence lengths (:func:`medrega.models.compile.compile_blocks_`). Pays on a GPU, where
+            steps of small models are bound by kernel launches; the first step waits for the compiler.
         keep_host_memory: on a CPU, keep freed memory in the process (glibc ``mallopt``, process-wide)
             instead of returning it to the operating system, so that steps do not page-fault
             (:mod:`medrega.training.host_memory`).
@@ -103,6 +106,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     gradient_checkpointing: bool = False
+    compile: bool = False
     keep_host_memory: bool = True
     deepspeed: str | None = None
 

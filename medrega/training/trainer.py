@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from medrega.data.collate import IGNORE_INDEX
+from medrega.models.compile import compile_blocks_
 from medrega.models.segment_attention import use_segment_attention_
 from medrega.training.checkpoint import CheckpointManager
 from medrega.training.config import TrainConfig
@@ -93,6 +94,8 @@ class Trainer:
             model.apply_lora(r=self.config.lora_r, alpha=self.config.lora_alpha)
         if self.config.gradient_checkpointing:
             model.activation_checkpointing_enable()
+        if self.config.compile:
+            logger.info("compiled %d repeated blocks (the first step compiles them)", compile_blocks_(model))
         model.to(device=self.env.device, dtype=self.dtype)
         model.train()
         return model, processor
