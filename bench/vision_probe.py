@@ -1,0 +1,110 @@
+"""Can the demo's vision tower and projector localise a small structure on their own? SYNTHETIC data.
+
+A diagnostic for the demo's small-lesion problem (README, "Demo"): the tiny preset's vision tower and
+projector (random init, as in the demo) are trained with a small readout head that maps their image tokens
+to one box of a structure, on phantoms that contain exactly one such structure. No language model, no
+prompt, no loc tokens. Held-out phantoms (other seeds) are scored every 100 steps with ``acc@0.5`` (share
+of predicted boxes with IoU >= 0.5) and mean IoU. Readouts (``--readout``):
+
+* ``linear_l1``: one linear layer over all image tokens, box in [0, 1] coordinates, L1 loss;
+* ``attention_l1``: one learned query attends over the image tokens (as an answer token would), then a
+  linear layer, L1 loss;
+* ``linear_bins``: one linear layer to 4 x ``--bins`` logits (one class per coordinate bin, as loc tokens
+  are), cross-entropy.
+
+    python bench/vision_probe.py --structure nodule --readout linear_l1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from medrega import boxes, presets
+from medrega.data.phantoms import make_phantom
+
+PHANTOM_SIDE = 128
+
+
+def phantoms_with_one(structure: str, first_seed: int, n: int, processor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixel_values, boxes)`` of the first ``n`` phantoms from ``first_seed`` on that hold exactly one
+    ``structure``; boxes as fractions of the image side."""
+    images, targets, seed = [], [], first_seed
+    while len(images) < n:
+        phantom = make_phantom(seed)
+        seed += 1
+        found = [box for name, _, box in phantom.structures if name == structure]
+        if len(found) == 1:
+            images.append(phantom.image.convert("RGB"))
+            targets.append([c / PHANTOM_SIDE for c in found[0]])
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"], torch.tensor(targets)
+
+
+class AttentionReadout(torch.nn.Module):
+    """One learned query attends over the image tokens; a linear layer maps the result to a box."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.query = torch.nn.Parameter(torch.randn(width) * 0.2)
+        self.key, self.value, self.out = torch.nn.Linear(width, width), torch.nn.Linear(width, width), torch.nn.Linear(width, 4)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.key(tokens) @ self.query / tokens.shape[-1] ** 0.5, dim=1)  # (N, tokens)
+        return self.out((weights[..., None] * self.value(tokens)).sum(1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--structure", default="nodule", choices=["nodule", "lesion", "heart"])
+    parser.add_argument("--readout", default="linear_l1", choices=["linear_l1", "attention_l1", "linear_bins"])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--n-train", type=int, default=2000)
+    parser.add_argument("--bins", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    model, processor = presets.build("tiny", seed=args.seed)
+    train_x, train_y = phantoms_with_one(args.structure, 0, args.n_train, processor)
+    test_x, test_y = phantoms_with_one(args.structure, 10**6, 300, processor)
+    tokens, width = model.config.num_image_tokens, model.config.text_config.hidden_size
+    head = {
+        "linear_l1": lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(tokens * width, 4)),
+        "attention_l1": lambda: AttentionReadout(width),
+        "linear_bins": lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(tokens * width, 4 * args.bins)),
+    }[args.readout]()
+    parameters = [*model.vision_tower.parameters(), *model.projector.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-3)
+
+    def outputs(pixels: torch.Tensor) -> torch.Tensor:
+        out = head(model.get_image_features(pixels).pooler_output)  # features (N, tokens, width)
+        return out.view(-1, 4, args.bins) if args.readout == "linear_bins" else out + 0.5
+
+    def predicted_boxes(pixels: torch.Tensor) -> torch.Tensor:
+        out = outputs(pixels)
+        return (out.argmax(-1).float() + 0.5) / args.bins if args.readout == "linear_bins" else out
+
+    generator = torch.Generator().manual_seed(args.seed)
+    for step in range(1, args.steps + 1):
+        pick = torch.randint(0, len(train_x), (args.batch,), generator=generator)
+        out, target = outputs(train_x[pick]), train_y[pick]
+        if args.readout == "linear_bins":
+            loss = F.cross_entropy(out.reshape(-1, args.bins), (target * args.bins).long().clamp(0, args.bins - 1).reshape(-1))
+        else:
+            loss = (out - target).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == args.steps:
+            with torch.no_grad():
+                ious = [boxes.iou(p.tolist(), t.tolist()) for p, t in zip(predicted_boxes(test_x), test_y, strict=True)]
+            print(f"step {step}: loss {loss.item():.4f} heldout acc@0.5 {sum(i >= 0.5 for i in ious) / len(ious):.3f} mean_iou {sum(ious) / len(ious):.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"probe_acc@0.5: {sum(i >= 0.5 for i in ious) / len(ious):.3f}")
+    print(f"probe_mean_iou: {sum(ious) / len(ious):.3f}")
+
+
+if __name__ == "__main__":
+    main()
