@@ -32,7 +32,7 @@ def identical_images(pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     Returns:
         ``(first, inverse)`` when some images repeat: ``pixel_values[first]`` holds each distinct image
         once (in order of first appearance) and ``pixel_values[first][inverse]`` equals ``pixel_values``;
-        ``None`` when all images differ. Two host syncs at most.
+        ``None`` when all images differ. Two host syncs at most (the key ``unique`` and the check).
     """
     n = pixel_values.shape[0]
     flat = pixel_values.reshape(n, -1)
@@ -45,5 +45,6 @@ def identical_images(pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     first_of_key = torch.full((unique_keys.numel(),), n, device=flat.device).scatter_reduce_(0, inverse, order, "amin")
     if not torch.equal(flat, flat[first_of_key[inverse]]):  # two distinct images share a number
         return None
-    first, inverse = torch.unique(first_of_key[inverse], return_inverse=True)  # first appearances, in order
-    return first, inverse
+    first, order_of_key = first_of_key.sort()  # groups in order of first appearance, without another sync
+    rank = torch.empty_like(order_of_key).scatter_(0, order_of_key, torch.arange(len(first), device=flat.device))
+    return first, rank[inverse]
