@@ -18,6 +18,7 @@ import logging
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -110,6 +111,9 @@ def run_demo(
     negative_rate: float = 0.25,
     query_weights: dict[str, float] | None = None,
     model_config: dict | None = None,
+    stage: str = "full",
+    lr: float = 1e-3,
+    prepare_model: Callable[[torch.nn.Module, object], None] | None = None,
     progress: bool = True,
 ) -> dict:
     """Run the demo and write ``metrics.json``, ``grounding.png``, ``dicom.png`` and ``model/`` to ``out``.
@@ -129,6 +133,10 @@ def run_demo(
             (``make_phantom_dataset``); ``None`` gives :data:`DEMO_QUERY_WEIGHTS`.
         model_config: overrides of the tiny preset's config (:func:`medrega.presets.build`), on top of
             :data:`DEMO_MODEL`.
+        stage: training stage (``"full"``; ``"instruction"`` keeps the vision tower frozen).
+        lr: peak learning rate.
+        prepare_model: called as ``prepare_model(model, processor)`` on the freshly built model before
+            training (for example a warm-up of the vision tower); not counted in the time budget.
         progress: show progress bars.
 
     Returns:
@@ -148,11 +156,11 @@ def run_demo(
         model="tiny",
         data=(DataSource(str(detection), 1.0), DataSource(str(others), 0.2)),
         output_dir=str(out / "run"),
-        stage="full",
+        stage=stage,
         max_steps=max_steps or 1,
         max_minutes=None if max_steps else train_minutes,
         micro_batch_size=batch_size,
-        lr=1e-3,
+        lr=lr,
         warmup_steps=min(30, max(1, (max_steps or 300) // 10)),
         min_lr_ratio=0.05,
         save_every=10**9,
@@ -167,6 +175,8 @@ def run_demo(
         config = TrainConfig(**{**config.to_dict(), "data": config.data, "max_steps": steps, "warmup_steps": min(30, steps // 10), "max_minutes": 1.5 * train_minutes})
 
     model, processor = presets.build("tiny", seed=seed, **model_config)
+    if prepare_model is not None:
+        prepare_model(model, processor)
     trainer = Trainer(config, model, processor, progress=progress)
     result = trainer.train()
     model_dir = trainer.export(out / "model")

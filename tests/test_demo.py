@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from medrega.cli import build_parser
@@ -31,6 +32,20 @@ def test_demo_writes_metrics_drawings_and_model(tmp_path):
         with Image.open(tmp_path / name) as image:
             assert image.width > 200 and image.height > 100
     assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_demo_prepares_the_model_and_keeps_a_frozen_tower_frozen(tmp_path):
+    seen = {}
+
+    def prepare(model, processor):
+        seen["tower"] = {k: v.clone() for k, v in model.vision_tower.state_dict().items()}
+        seen["projector"] = {k: v.clone() for k, v in model.projector.state_dict().items()}
+        seen["model"] = model
+
+    run_demo(tmp_path, max_steps=2, n_train=16, n_heldout=2, batch_size=8, stage="instruction", lr=1e-2, progress=False, prepare_model=prepare)
+    model = seen["model"]
+    assert all(torch.equal(v, seen["tower"][k]) for k, v in model.vision_tower.state_dict().items())
+    assert any(not torch.equal(v, seen["projector"][k]) for k, v in model.projector.state_dict().items())
 
 
 def test_cli_has_every_command_and_each_one_parses_its_help():
