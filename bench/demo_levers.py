@@ -20,29 +20,20 @@ Levers (each off by default, so the plain command is the demo at a fixed step co
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from medrega.data.phantoms import VOCAB, make_phantom
-from medrega.demo import run_demo
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vision_probe import PHANTOM_SIDE, AttentionReadout  # noqa: E402
 
-PHANTOM_SIDE = 128
+from medrega.data.phantoms import VOCAB, make_phantom  # noqa: E402
+from medrega.demo import run_demo  # noqa: E402
+
 WARMUP_SEEDS = range(500_000, 502_000)  # the demo draws 32-bit phantom seeds: a shared one has p < 0.002
-
-
-class StructureReadout(torch.nn.Module):
-    """One learned query per structure attends over the image tokens; a shared linear layer gives its box."""
-
-    def __init__(self, width: int, structures: int):
-        super().__init__()
-        self.query = torch.nn.Parameter(torch.randn(structures, width) * 0.2)
-        self.key, self.value, self.out = torch.nn.Linear(width, width), torch.nn.Linear(width, width), torch.nn.Linear(width, 4)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(torch.einsum("ntd,sd->nst", self.key(tokens), self.query) / tokens.shape[-1] ** 0.5, dim=-1)
-        return self.out(torch.einsum("nst,ntd->nsd", weights, self.value(tokens))) + 0.5
 
 
 def warm_up_vision(model, processor, steps: int, batch_size: int = 32) -> float:
@@ -58,12 +49,12 @@ def warm_up_vision(model, processor, steps: int, batch_size: int = 32) -> float:
             if len(found) == 1:
                 targets[row, column], present[row, column] = torch.tensor(found[0]) / PHANTOM_SIDE, 1.0
     pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-    head = StructureReadout(model.config.text_config.hidden_size, len(names))
+    head = AttentionReadout(model.config.text_config.hidden_size, queries=len(names))
     optimizer = torch.optim.AdamW([*model.vision_tower.parameters(), *model.projector.parameters(), *head.parameters()], lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
         pick = torch.randint(0, len(pixels), (batch_size,), generator=generator)
-        error = (head(model.get_image_features(pixels[pick]).pooler_output) - targets[pick]).abs().mean(-1)
+        error = (head(model.get_image_features(pixels[pick]).pooler_output) + 0.5 - targets[pick]).abs().mean(-1)
         loss = (error * present[pick]).sum() / present[pick].sum()
         optimizer.zero_grad()
         loss.backward()

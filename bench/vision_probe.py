@@ -44,16 +44,17 @@ def phantoms_with_one(structure: str, first_seed: int, n: int, processor) -> tup
 
 
 class AttentionReadout(torch.nn.Module):
-    """One learned query attends over the image tokens; a linear layer maps the result to a box."""
+    """One learned query per structure attends over the image tokens; a shared linear layer maps each
+    result to a box: ``(N, tokens, width) -> (N, queries, 4)``."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, queries: int = 1):
         super().__init__()
-        self.query = torch.nn.Parameter(torch.randn(width) * 0.2)
+        self.query = torch.nn.Parameter(torch.randn(queries, width) * 0.2)
         self.key, self.value, self.out = torch.nn.Linear(width, width), torch.nn.Linear(width, width), torch.nn.Linear(width, 4)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(self.key(tokens) @ self.query / tokens.shape[-1] ** 0.5, dim=1)  # (N, tokens)
-        return self.out((weights[..., None] * self.value(tokens)).sum(1))
+        weights = torch.softmax(torch.einsum("ntd,qd->nqt", self.key(tokens), self.query) / tokens.shape[-1] ** 0.5, dim=-1)
+        return self.out(torch.einsum("nqt,ntd->nqd", weights, self.value(tokens)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens, width = model.config.num_image_tokens, model.config.text_config.hidden_size
     head = {
         "linear_l1": lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(tokens * width, 4)),
-        "attention_l1": lambda: AttentionReadout(width),
+        "attention_l1": lambda: torch.nn.Sequential(AttentionReadout(width), torch.nn.Flatten()),
         "linear_bins": lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(tokens * width, 4 * args.bins)),
     }[args.readout]()
     parameters = [*model.vision_tower.parameters(), *model.projector.parameters(), *head.parameters()]
