@@ -11,6 +11,8 @@ Levers (each off by default, so the plain command is the demo at a fixed step co
   steps (batch 32, lr 1e-3) to regress the box of every structure that a phantom holds once from the
   image tokens: one learned query per structure attends over the tokens, a linear layer gives the box,
   L1 loss. 2,000 phantoms of their own seeds (:data:`WARMUP_SEEDS`).
+* ``--shared-image-positions``: the language model gives all tokens of an image one position
+  (``config.image_positions = "shared"``), so its attention cannot pick image tokens by where they sit.
 * ``--stage instruction``: keep the vision tower frozen during the demo's training.
 * ``--lr``, ``--nodule-only`` (nearly every detection query asks for the nodule, no negatives).
 
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patch-gain", type=float, default=1.0)
     parser.add_argument("--position-scale", type=float, default=1.0)
     parser.add_argument("--vision-warmup", type=int, default=0, metavar="STEPS")
+    parser.add_argument("--shared-image-positions", action="store_true")
     parser.add_argument("--stage", default="full", choices=["full", "instruction"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--nodule-only", action="store_true")
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def prepare(model, processor) -> None:
+        if args.shared_image_positions:
+            model.config.image_positions = "shared"
         with torch.no_grad():
             model.vision_tower.model.patch_embed.proj.weight.mul_(args.patch_gain)
             model.vision_tower.model.pos_embed.mul_(args.position_scale)

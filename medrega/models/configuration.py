@@ -27,6 +27,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from medrega.grounding import LocTokenCodec
+from medrega.models.image_positions import IMAGE_POSITIONS
 
 __all__ = ["TimmVisionConfig", "MedRegAConfig", "PROJECTOR_DEFAULTS", "DEFAULT_TOWER_TOKENS"]
 
@@ -121,6 +122,9 @@ class MedRegAConfig(PreTrainedConfig):
             rows stay trainable under LoRA.
         max_tiles: dynamic-resolution tiles per image (0: no tiling).
         use_thumbnail: add a whole-image thumbnail after the tiles.
+        image_positions: ``"sequential"`` (every image token its own position, as LLaVA, InternVL and
+            MedRegA's checkpoints were trained) or ``"shared"`` (all tokens of an image share one position,
+            so attention reads them by content: :mod:`medrega.models.image_positions`).
         tie_word_embeddings: whether ``lm_head`` shares the input embeddings; always the language model's
             ``text_config.tie_word_embeddings`` (``None``: take it; a different value raises).
     """
@@ -145,6 +149,7 @@ class MedRegAConfig(PreTrainedConfig):
     region_token_ids: list | None = None
     max_tiles: int = 0
     use_thumbnail: bool = True
+    image_positions: str = "sequential"
     tie_word_embeddings: bool | None = None
 
     def __post_init__(self, **kwargs):
@@ -165,6 +170,8 @@ class MedRegAConfig(PreTrainedConfig):
             outside = [i for i in self.region_token_ids if not 0 <= i < vocab]
             if outside:
                 raise ValueError(f"region_token_ids outside the vocabulary of {vocab}: {outside[:5]}")
+        if self.image_positions not in IMAGE_POSITIONS:
+            raise ValueError(f"image_positions must be one of {IMAGE_POSITIONS}, got {self.image_positions!r}")
         if self.max_tiles < 0:
             raise ValueError(f"max_tiles must be >= 0, got {self.max_tiles}")
         if self.image_mean is None or self.image_std is None:

@@ -28,6 +28,7 @@ from medrega.models.compat import CACHE_NAME
 from medrega.models.configuration import MedRegAConfig
 from medrega.models.head_loss import linear_cross_entropy
 from medrega.models.image_groups import identical_images
+from medrega.models.image_positions import sequential_positions, shared_image_positions
 from medrega.models.parts import PartsBuilder
 from medrega.models.projector import MultiModalProjector
 from medrega.models.stages import TrainingStages
@@ -110,6 +111,7 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         )
         self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
         use_lean_mlp_(self.language_model)
+        self.rope_deltas: torch.Tensor | None = None  # (B,) kept by a prefill with image_positions="shared"
         self.post_init()
 
     # -- embeddings (so resize_token_embeddings and generate work on the whole model) -----------
@@ -193,22 +195,45 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         return (inputs_embeds == self.get_input_embeddings()(token)).all(-1)
 
     def _embed(self, input_ids, inputs_embeds, pixel_values, prefill: bool):
+        """Text embeddings with image features scattered in: ``(embeds, features, is_image)``; the
+        placeholder mask ``is_image`` is ``None`` where there is nothing to look for."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         if pixel_values is None and not prefill:
-            return inputs_embeds, None  # decoding step: images were consumed at prefill
+            return inputs_embeds, None, None  # decoding step: images were consumed at prefill
         if pixel_values is None and input_ids is None:
-            return inputs_embeds, None  # text embeddings only
+            return inputs_embeds, None, None  # text embeddings only
         is_image = self._placeholder_mask(input_ids, inputs_embeds)  # (B, T)
         num_images = 0 if pixel_values is None else pixel_values.shape[0]
         self._check_placeholders(is_image, num_images)
         if num_images == 0:
-            return inputs_embeds, None
+            return inputs_embeds, None, is_image
         features = self._encode_images(pixel_values)  # (N, n, H)
         flat = features.reshape(-1, features.shape[-1]).to(inputs_embeds.dtype)  # (N*n, H)
-        return inputs_embeds.masked_scatter(is_image.unsqueeze(-1), flat), features
+        return inputs_embeds.masked_scatter(is_image.unsqueeze(-1), flat), features, is_image
+
+    def _shared_positions(self, is_image, attention_mask, position_ids, cache, prefill: bool, shape: tuple[int, int], device):
+        """Positions and attention mask for ``config.image_positions == "shared"``: the prompt's image
+        tokens share one position per image (:mod:`.image_positions`); decoding steps are shifted by the
+        ``rope_deltas`` that the prefill kept, as Qwen2-VL does."""
+        if cache is None and attention_mask is None and position_ids is not None:
+            raise ValueError("image_positions='shared' needs padded batches with an attention_mask; packed rows (position_ids without a mask) are not supported")
+        if prefill:
+            base = position_ids if position_ids is not None else sequential_positions(attention_mask, shape, device)
+            if is_image is None:
+                positions, self.rope_deltas = base, torch.zeros(shape[0], dtype=torch.long, device=device)
+            else:
+                positions, self.rope_deltas = shared_image_positions(base, is_image, self.config.num_image_tokens)
+            if attention_mask is None and cache is None:
+                attention_mask = torch.ones(shape, dtype=torch.long, device=device)  # not a packed-row guess from positions
+            return positions, attention_mask
+        if self.rope_deltas is None or self.rope_deltas.shape[0] != shape[0]:
+            raise ValueError("image_positions='shared': a decoding step needs the prefill of the same batch first (its rope_deltas)")
+        if position_ids is None:
+            position_ids = torch.arange(shape[1], device=device).expand(shape) + cache.get_seq_length()
+        return position_ids - self.rope_deltas[:, None], attention_mask
 
     # -- forward -----------------------------------------------------------------------------------
     @can_return_tuple
@@ -252,7 +277,9 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
             raise ValueError("give the KV cache as `cache` or `past_key_values`, not both")
         cache = cache if cache is not None else past_key_values
         prefill = cache is None or cache.get_seq_length() == 0
-        inputs_embeds, features = self._embed(input_ids, inputs_embeds, pixel_values, prefill)
+        inputs_embeds, features, is_image = self._embed(input_ids, inputs_embeds, pixel_values, prefill)
+        if self.config.image_positions == "shared":
+            position_ids, attention_mask = self._shared_positions(is_image, attention_mask, position_ids, cache, prefill, inputs_embeds.shape[:2], inputs_embeds.device)
         if use_cache is None and labels is not None:
             use_cache = False  # training needs no cache (and packed rows get their block mask only without one)
         outputs = self.language_model.get_decoder()(

@@ -88,6 +88,8 @@ class Trainer:
                 model = MedRegAForConditionalGeneration.from_pretrained(self.config.model)
                 processor = MedRegAProcessor.from_pretrained(self.config.model)
         model.set_trainable(self.config.stage)
+        if self.config.packing and model.config.image_positions == "shared":
+            raise ValueError("packing=True cannot train a model with image_positions='shared' (its positions repeat inside an image); use padded batches")
         if self.config.packing and self.env.device.type == "cpu" and model.config.text_config._attn_implementation in ("sdpa", "eager"):
             use_segment_attention_(model)  # packed rows on the CPU: attention per sample, no masked blocks
         if self.config.lora_r > 0:
