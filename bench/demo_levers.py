@@ -13,6 +13,10 @@ Levers (each off by default, so the plain command is the demo at a fixed step co
   L1 loss. 2,000 phantoms of their own seeds (:data:`WARMUP_SEEDS`).
 * ``--shared-image-positions``: the language model gives all tokens of an image one position
   (``config.image_positions = "shared"``), so its attention cannot pick image tokens by where they sit.
+* ``--attention-supervision W``: while training, add ``W`` x a cross-entropy that asks head 0 of
+  every language-model layer but the first to attend, from each answer's ``<box>`` token and its first
+  three coordinates (the positions that predict the four coordinates), to the image
+  token whose grid cell holds the box centre (read from the answer's own loc tokens).
 * ``--stage instruction``: keep the vision tower frozen during the demo's training.
 * ``--lr``, ``--nodule-only`` (nearly every detection query asks for the nodule, no negatives).
 
@@ -22,18 +26,24 @@ Levers (each off by default, so the plain command is the demo at a fixed step co
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import rotate_half
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vision_probe import PHANTOM_SIDE, AttentionReadout  # noqa: E402
 
 from medrega.data.phantoms import VOCAB, make_phantom  # noqa: E402
 from medrega.demo import run_demo  # noqa: E402
+from medrega.grounding import BOX_START, IMAGE_TOKEN  # noqa: E402
+from medrega.models.image_positions import sequential_positions, shared_image_positions  # noqa: E402
 
 WARMUP_SEEDS = range(500_000, 502_000)  # the demo draws 32-bit phantom seeds: a shared one has p < 0.002
 
@@ -64,6 +74,57 @@ def warm_up_vision(model, processor, steps: int, batch_size: int = 32) -> float:
     return loss.item()
 
 
+def supervise_box_attention(model, processor, weight: float) -> None:
+    """Wrap ``model.forward`` so that training adds the attention loss of ``--attention-supervision``."""
+    tokenizer, codec = processor.tokenizer, processor.codec
+    box_id, image_id = tokenizer.convert_tokens_to_ids([BOX_START, IMAGE_TOKEN])
+    bin_of = torch.full((len(tokenizer),), -1)
+    bin_of[tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)])] = torch.arange(codec.bins)
+    per_image, decoder = model.config.num_image_tokens, model.language_model.get_decoder()
+    side = math.isqrt(per_image)
+    forward = model.forward
+
+    @functools.wraps(forward)  # generate reads the signature
+    def supervised(*args, labels=None, **kwargs):
+        if labels is None or not model.training:
+            return forward(*args, labels=labels, **kwargs)
+        out = forward(*args, labels=labels, output_hidden_states=True, **kwargs)
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        is_image = ids == image_id
+        one_image = is_image.sum(-1) == per_image
+        rows, cols = ((ids == box_id) & (labels == box_id) & one_image[:, None]).nonzero(as_tuple=True)
+        cols = cols[cols + 4 < ids.shape[1]]
+        rows = rows[: len(cols)]
+        coords = bin_of[labels[rows[:, None], cols[:, None] + torch.arange(1, 5)]]  # (K, 4) bins of x1 y1 x2 y2
+        keep = (coords >= 0).all(-1)
+        rows, cols, coords = rows[keep], cols[keep], coords[keep].float() / codec.bins
+        if len(rows) == 0:
+            return out
+        centre = ((coords[:, :2] + coords[:, 2:]) / 2 * side).long().clamp(0, side - 1)
+        target = (centre[:, 1] * side + centre[:, 0]).repeat(4)
+        rows, cols = rows.repeat(4), torch.cat([cols + step for step in range(4)])  # <box> and the first 3 coordinates each predict one
+        image_cols = is_image.float().argmax(-1)[rows, None] + torch.arange(per_image)  # (K, n)
+        positions = sequential_positions(mask, ids.shape, ids.device)
+        if model.config.image_positions == "shared":
+            positions, _ = shared_image_positions(positions, is_image, per_image)
+        aux = 0.0
+        for index in range(1, len(decoder.layers)):
+            layer = decoder.layers[index]
+            hidden = layer.input_layernorm(out.hidden_states[index])
+            cos, sin = decoder.rotary_emb(hidden, positions)
+            attention, head_dim = layer.self_attn, layer.self_attn.head_dim
+            query = attention.q_proj(hidden[rows, cols])[:, :head_dim]  # head 0, (K, d)
+            key = attention.k_proj(hidden[rows[:, None], image_cols])[..., :head_dim]  # (K, n, d)
+            query = query * cos[rows, cols] + rotate_half(query) * sin[rows, cols]
+            key = key * cos[rows[:, None], image_cols] + rotate_half(key) * sin[rows[:, None], image_cols]
+            logits = (query[:, None] * key).sum(-1) * attention.scaling  # (K, n)
+            aux = aux + F.cross_entropy(logits, target)
+        out.loss = out.loss + weight * aux / (len(decoder.layers) - 1)
+        return out
+
+    model.forward = supervised
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=600)
@@ -72,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--position-scale", type=float, default=1.0)
     parser.add_argument("--vision-warmup", type=int, default=0, metavar="STEPS")
     parser.add_argument("--shared-image-positions", action="store_true")
+    parser.add_argument("--attention-supervision", type=float, default=0.0, metavar="W")
     parser.add_argument("--stage", default="full", choices=["full", "instruction"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--nodule-only", action="store_true")
@@ -84,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             model.vision_tower.model.patch_embed.proj.weight.mul_(args.patch_gain)
             model.vision_tower.model.pos_embed.mul_(args.position_scale)
+        if args.attention_supervision:
+            supervise_box_attention(model, processor, args.attention_supervision)
         if args.vision_warmup:
             start = time.perf_counter()
             loss = warm_up_vision(model, processor, args.vision_warmup)
