@@ -17,6 +17,9 @@ Levers (each off by default, so the plain command is the demo at a fixed step co
   every language-model layer but the first to attend, from each answer's ``<box>`` token and its first
   three coordinates (the positions that predict the four coordinates), to the image
   token whose grid cell holds the box centre (read from the answer's own loc tokens).
+* ``--loc-regression W``: while training, add ``W`` x the L1 distance between each loc-token label's
+  coordinate and the coordinate expected under the softmax over the loc tokens' logits at that position
+  (an ordinal signal: a guess one bin off costs less than one across the image).
 * ``--stage instruction``: keep the vision tower frozen during the demo's training.
 * ``--lr``, ``--nodule-only`` (nearly every detection query asks for the nodule, no negatives).
 
@@ -125,6 +128,28 @@ def supervise_box_attention(model, processor, weight: float) -> None:
     model.forward = supervised
 
 
+def regress_loc_tokens(model, processor, weight: float) -> None:
+    """Wrap the model's label loss so that training adds the expected-coordinate L1 of ``--loc-regression``."""
+    tokenizer, codec = processor.tokenizer, processor.codec
+    loc_ids = torch.tensor(tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)]))
+    bin_of = torch.full((len(tokenizer),), -1)
+    bin_of[loc_ids] = torch.arange(codec.bins)
+    centres = (torch.arange(codec.bins, dtype=torch.float32) + 0.5) / codec.bins
+    label_loss = model._label_loss
+
+    def with_regression(hidden, labels, num_items_in_batch):
+        loss = label_loss(hidden, labels, num_items_in_batch)
+        bins = bin_of[labels[:, 1:]]  # (B, T-1): token t predicts label t+1
+        keep = bins >= 0
+        if not keep.any():
+            return loss
+        logits = hidden[:, :-1][keep].float() @ model.get_output_embeddings().weight[loc_ids].float().T  # (K, bins)
+        expected = logits.softmax(-1) @ centres
+        return loss + weight * (expected - centres[bins[keep]]).abs().mean()
+
+    model._label_loss = with_regression
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=600)
@@ -134,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vision-warmup", type=int, default=0, metavar="STEPS")
     parser.add_argument("--shared-image-positions", action="store_true")
     parser.add_argument("--attention-supervision", type=float, default=0.0, metavar="W")
+    parser.add_argument("--loc-regression", type=float, default=0.0, metavar="W")
     parser.add_argument("--stage", default="full", choices=["full", "instruction"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--nodule-only", action="store_true")
@@ -148,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
             model.vision_tower.model.pos_embed.mul_(args.position_scale)
         if args.attention_supervision:
             supervise_box_attention(model, processor, args.attention_supervision)
+        if args.loc_regression:
+            regress_loc_tokens(model, processor, args.loc_regression)
         if args.vision_warmup:
             start = time.perf_counter()
             loss = warm_up_vision(model, processor, args.vision_warmup)

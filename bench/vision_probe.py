@@ -11,6 +11,12 @@ of predicted boxes with IoU >= 0.5) and mean IoU. Readouts (``--readout``):
   linear layer, L1 loss;
 * ``linear_bins``: one linear layer to 4 x ``--bins`` logits (one class per coordinate bin, as loc tokens
   are), cross-entropy.
+* ``attention_loc``: the language model's way in miniature: one learned query per coordinate attends over
+  the image tokens, an MLP block with a residual, RMSNorm, then the logits of the model's own loc-token
+  rows of the output embedding (as the preset initialises them; ``--loc-code`` swaps the init), cross-entropy
+  (``--expected-l1 W`` adds W x the L1 of the coordinate expected under the softmax; ``--no-block`` drops
+  the MLP block and the norm; ``--aux-l1 W`` adds W x the L1 of a linear coordinate head on the hidden
+  state that the loc rows read).
 
     python bench/vision_probe.py --structure nodule --readout linear_l1
 """
@@ -43,6 +49,27 @@ def phantoms_with_one(structure: str, first_seed: int, n: int, processor) -> tup
     return processor.image_processor(images, return_tensors="pt")["pixel_values"], torch.tensor(targets)
 
 
+def loc_rows(model, processor) -> torch.Tensor:
+    """The loc tokens' rows of the model's output embedding, in bin order."""
+    codec = processor.codec
+    ids = processor.tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)])
+    return model.get_output_embeddings().weight.detach()[ids]
+
+
+def loc_code(kind: str, rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` as the preset made them, random at their std, or a quadratic code of the bin."""
+    if kind == "random":
+        return torch.randn_like(rows) * rows.std()
+    if kind == "quadratic":
+        u = (torch.arange(len(rows), dtype=torch.float32) + 0.5) / len(rows)
+        directions = torch.linalg.qr(torch.randn(rows.shape[1], 2))[0].T
+        return QUADRATIC_SCALE * (u[:, None] * directions[0] - u[:, None] ** 2 * directions[1])
+    return rows
+
+
+QUADRATIC_SCALE = 50.0
+
+
 class AttentionReadout(torch.nn.Module):
     """One learned query per structure attends over the image tokens; a shared linear layer maps each
     result to a box: ``(N, tokens, width) -> (N, queries, 4)``."""
@@ -57,15 +84,43 @@ class AttentionReadout(torch.nn.Module):
         return self.out(torch.einsum("nqt,ntd->nqd", weights, self.value(tokens)))
 
 
+class LocReadout(torch.nn.Module):
+    """Four learned queries (x1, y1, x2, y2) attend over the image tokens; an MLP block and RMSNorm give a
+    hidden state per coordinate (``block=False``: the attention's output as it is), whose logits are taken against ``loc_rows`` (trainable, ``(bins, width)``)."""
+
+    def __init__(self, width: int, loc_rows: torch.Tensor, block: bool = True):
+        super().__init__()
+        self.block = block
+        self.query = torch.nn.Parameter(torch.randn(4, width) * 0.2)
+        self.key, self.value = torch.nn.Linear(width, width), torch.nn.Linear(width, width)
+        self.mlp = torch.nn.Sequential(torch.nn.RMSNorm(width), torch.nn.Linear(width, 4 * width), torch.nn.SiLU(), torch.nn.Linear(4 * width, width))
+        self.norm = torch.nn.RMSNorm(width)
+        self.loc_rows = torch.nn.Parameter(loc_rows.clone())
+        self.coordinate = torch.nn.Linear(width, 1)  # --aux-l1: the coordinate, read linearly from the hidden state
+        self.hidden = None  # (N, 4, width) of the last call
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(torch.einsum("ntd,qd->nqt", self.key(tokens), self.query) / tokens.shape[-1] ** 0.5, dim=-1)
+        hidden = torch.einsum("nqt,ntd->nqd", weights, self.value(tokens))
+        if self.block:
+            hidden = self.norm(hidden + self.mlp(hidden))
+        self.hidden = hidden
+        return hidden @ self.loc_rows.T
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--structure", default="nodule", choices=["nodule", "lesion", "heart"])
-    parser.add_argument("--readout", default="linear_l1", choices=["linear_l1", "attention_l1", "linear_bins"])
+    parser.add_argument("--readout", default="linear_l1", choices=["linear_l1", "attention_l1", "linear_bins", "attention_loc"])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--n-train", type=int, default=2000)
     parser.add_argument("--bins", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loc-code", default="preset", choices=["preset", "random", "quadratic"], help="attention_loc: init of the loc rows")
+    parser.add_argument("--no-block", action="store_true", help="attention_loc: no MLP block and norm before the loc rows")
+    parser.add_argument("--aux-l1", type=float, default=0.0, metavar="W", help="attention_loc: add W x the L1 of a linear coordinate head on each hidden state")
+    parser.add_argument("--expected-l1", type=float, default=0.0, metavar="W", help="bin readouts: add W x L1 of the expected coordinate under the softmax")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     model, processor = presets.build("tiny", seed=args.seed)
@@ -76,24 +131,30 @@ def main(argv: list[str] | None = None) -> None:
         "linear_l1": lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(tokens * width, 4)),
         "attention_l1": lambda: torch.nn.Sequential(AttentionReadout(width), torch.nn.Flatten()),
         "linear_bins": lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(tokens * width, 4 * args.bins)),
+        "attention_loc": lambda: LocReadout(width, loc_code(args.loc_code, loc_rows(model, processor)), block=not args.no_block),
     }[args.readout]()
     parameters = [*model.vision_tower.parameters(), *model.projector.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=1e-3)
 
     def outputs(pixels: torch.Tensor) -> torch.Tensor:
         out = head(model.get_image_features(pixels).pooler_output)  # features (N, tokens, width)
-        return out.view(-1, 4, args.bins) if args.readout == "linear_bins" else out + 0.5
+        return out.view(-1, 4, args.bins) if args.readout in ("linear_bins", "attention_loc") else out + 0.5
 
     def predicted_boxes(pixels: torch.Tensor) -> torch.Tensor:
         out = outputs(pixels)
-        return (out.argmax(-1).float() + 0.5) / args.bins if args.readout == "linear_bins" else out
+        return (out.argmax(-1).float() + 0.5) / args.bins if args.readout in ("linear_bins", "attention_loc") else out
 
     generator = torch.Generator().manual_seed(args.seed)
     for step in range(1, args.steps + 1):
         pick = torch.randint(0, len(train_x), (args.batch,), generator=generator)
         out, target = outputs(train_x[pick]), train_y[pick]
-        if args.readout == "linear_bins":
+        if args.readout in ("linear_bins", "attention_loc"):
             loss = F.cross_entropy(out.reshape(-1, args.bins), (target * args.bins).long().clamp(0, args.bins - 1).reshape(-1))
+            if args.expected_l1:
+                centres = (torch.arange(args.bins, dtype=out.dtype) + 0.5) / args.bins
+                loss = loss + args.expected_l1 * (out.softmax(-1) @ centres - target).abs().mean()
+            if args.aux_l1:
+                loss = loss + args.aux_l1 * (head.coordinate(head.hidden).squeeze(-1) + 0.5 - target).abs().mean()
         else:
             loss = (out - target).abs().mean()
         optimizer.zero_grad()
