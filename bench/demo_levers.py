@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import rotate_half
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vision_probe import PHANTOM_SIDE, AttentionReadout  # noqa: E402
+from vision_probe import PHANTOM_SIDE, AttentionReadout, loc_token_ids  # noqa: E402
 
 from medrega.data.phantoms import VOCAB, make_phantom  # noqa: E402
 from medrega.demo import run_demo  # noqa: E402
@@ -77,12 +77,18 @@ def warm_up_vision(model, processor, steps: int, batch_size: int = 32) -> float:
     return loss.item()
 
 
+def bin_of_token(processor) -> torch.Tensor:
+    """``(vocab,)``: each loc token's bin, -1 for every other token."""
+    bin_of = torch.full((len(processor.tokenizer),), -1)
+    bin_of[loc_token_ids(processor)] = torch.arange(processor.codec.bins)
+    return bin_of
+
+
 def supervise_box_attention(model, processor, weight: float) -> None:
     """Wrap ``model.forward`` so that training adds the attention loss of ``--attention-supervision``."""
     tokenizer, codec = processor.tokenizer, processor.codec
     box_id, image_id = tokenizer.convert_tokens_to_ids([BOX_START, IMAGE_TOKEN])
-    bin_of = torch.full((len(tokenizer),), -1)
-    bin_of[tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)])] = torch.arange(codec.bins)
+    bin_of = bin_of_token(processor)
     per_image, decoder = model.config.num_image_tokens, model.language_model.get_decoder()
     side = math.isqrt(per_image)
     forward = model.forward
@@ -130,10 +136,7 @@ def supervise_box_attention(model, processor, weight: float) -> None:
 
 def regress_loc_tokens(model, processor, weight: float) -> None:
     """Wrap the model's label loss so that training adds the expected-coordinate L1 of ``--loc-regression``."""
-    tokenizer, codec = processor.tokenizer, processor.codec
-    loc_ids = torch.tensor(tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)]))
-    bin_of = torch.full((len(tokenizer),), -1)
-    bin_of[loc_ids] = torch.arange(codec.bins)
+    codec, loc_ids, bin_of = processor.codec, loc_token_ids(processor), bin_of_token(processor)
     centres = (torch.arange(codec.bins, dtype=torch.float32) + 0.5) / codec.bins
     label_loss = model._label_loss
 

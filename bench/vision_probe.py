@@ -49,11 +49,15 @@ def phantoms_with_one(structure: str, first_seed: int, n: int, processor) -> tup
     return processor.image_processor(images, return_tensors="pt")["pixel_values"], torch.tensor(targets)
 
 
+def loc_token_ids(processor) -> torch.Tensor:
+    """Token ids of ``<loc_0> .. <loc_{bins-1}>``, in bin order."""
+    codec = processor.codec
+    return torch.tensor(processor.tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)]))
+
+
 def loc_rows(model, processor) -> torch.Tensor:
     """The loc tokens' rows of the model's output embedding, in bin order."""
-    codec = processor.codec
-    ids = processor.tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)])
-    return model.get_output_embeddings().weight.detach()[ids]
+    return model.get_output_embeddings().weight.detach()[loc_token_ids(processor)]
 
 
 def loc_code(kind: str, rows: torch.Tensor) -> torch.Tensor:
@@ -68,6 +72,7 @@ def loc_code(kind: str, rows: torch.Tensor) -> torch.Tensor:
 
 
 QUADRATIC_SCALE = 50.0
+BIN_READOUTS = ("linear_bins", "attention_loc")
 
 
 class AttentionReadout(torch.nn.Module):
@@ -122,8 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--aux-l1", type=float, default=0.0, metavar="W", help="attention_loc: add W x the L1 of a linear coordinate head on each hidden state")
     parser.add_argument("--expected-l1", type=float, default=0.0, metavar="W", help="bin readouts: add W x L1 of the expected coordinate under the softmax")
     args = parser.parse_args(argv)
+    if args.aux_l1 and args.readout != "attention_loc":
+        parser.error("--aux-l1 needs --readout attention_loc")
     start = time.perf_counter()
     model, processor = presets.build("tiny", seed=args.seed)
+    if args.readout == "attention_loc" and args.bins != processor.codec.bins:
+        parser.error(f"attention_loc reads the preset's {processor.codec.bins} loc tokens: --bins must be {processor.codec.bins}")
     train_x, train_y = phantoms_with_one(args.structure, 0, args.n_train, processor)
     test_x, test_y = phantoms_with_one(args.structure, 10**6, 300, processor)
     tokens, width = model.config.num_image_tokens, model.config.text_config.hidden_size
@@ -138,20 +147,20 @@ def main(argv: list[str] | None = None) -> None:
 
     def outputs(pixels: torch.Tensor) -> torch.Tensor:
         out = head(model.get_image_features(pixels).pooler_output)  # features (N, tokens, width)
-        return out.view(-1, 4, args.bins) if args.readout in ("linear_bins", "attention_loc") else out + 0.5
+        return out.view(-1, 4, args.bins) if args.readout in BIN_READOUTS else out + 0.5
 
     def predicted_boxes(pixels: torch.Tensor) -> torch.Tensor:
         out = outputs(pixels)
-        return (out.argmax(-1).float() + 0.5) / args.bins if args.readout in ("linear_bins", "attention_loc") else out
+        return (out.argmax(-1).float() + 0.5) / args.bins if args.readout in BIN_READOUTS else out
 
+    centres = (torch.arange(args.bins, dtype=torch.float32) + 0.5) / args.bins  # --expected-l1
     generator = torch.Generator().manual_seed(args.seed)
     for step in range(1, args.steps + 1):
         pick = torch.randint(0, len(train_x), (args.batch,), generator=generator)
         out, target = outputs(train_x[pick]), train_y[pick]
-        if args.readout in ("linear_bins", "attention_loc"):
+        if args.readout in BIN_READOUTS:
             loss = F.cross_entropy(out.reshape(-1, args.bins), (target * args.bins).long().clamp(0, args.bins - 1).reshape(-1))
             if args.expected_l1:
-                centres = (torch.arange(args.bins, dtype=out.dtype) + 0.5) / args.bins
                 loss = loss + args.expected_l1 * (out.softmax(-1) @ centres - target).abs().mean()
             if args.aux_l1:
                 loss = loss + args.aux_l1 * (head.coordinate(head.hidden).squeeze(-1) + 0.5 - target).abs().mean()
