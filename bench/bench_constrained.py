@@ -30,7 +30,7 @@ class RegionBias(LogitsProcessor):
     def __init__(self, processor):
         tok, codec = processor.tokenizer, processor.codec
         self.start = tok.convert_tokens_to_ids("<box>")
-        self.locs = torch.tensor(tok.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)]))
+        self.locs = torch.tensor(codec.loc_token_ids(tok))
 
     def __call__(self, input_ids, scores):
         scores = scores.clone()

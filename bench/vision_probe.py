@@ -51,8 +51,7 @@ def phantoms_with_one(structure: str, first_seed: int, n: int, processor) -> tup
 
 def loc_token_ids(processor) -> torch.Tensor:
     """Token ids of ``<loc_0> .. <loc_{bins-1}>``, in bin order."""
-    codec = processor.codec
-    return torch.tensor(processor.tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)]))
+    return torch.tensor(processor.codec.loc_token_ids(processor.tokenizer))
 
 
 def loc_rows(model, processor) -> torch.Tensor:

@@ -387,8 +387,19 @@ class LocTokenCodec(RegionCodec):
     def loc_token(self, k: int) -> str:
         return f"<loc_{k}>"
 
+    def loc_tokens(self) -> list[str]:
+        """``<loc_0> .. <loc_{bins-1}>``, in bin order."""
+        return [self.loc_token(k) for k in range(self.bins)]
+
+    def loc_token_ids(self, tokenizer) -> list[int]:
+        """The tokenizer's ids of :meth:`loc_tokens`, in bin order; raises when it lacks any of them."""
+        ids = tokenizer.convert_tokens_to_ids(self.loc_tokens())
+        if any(i is None or i == tokenizer.unk_token_id for i in ids):
+            raise ValueError("the tokenizer lacks loc tokens; call MedRegAProcessor.prepare_tokenizer (or codec.add_to_tokenizer) first")
+        return ids
+
     def region_tokens(self) -> list[str]:
-        return [*super().region_tokens(), *(self.loc_token(k) for k in range(self.bins))]
+        return [*super().region_tokens(), *self.loc_tokens()]
 
     def _encode_box(self, box, size) -> str:
         return "".join(self.loc_token(v) for v in _widen(B.pixel_to_bins(box, size, self.bins), self.bins - 1))

@@ -126,7 +126,7 @@ def build(name: str = "tiny", seed: int = 0, **config_overrides):
     model = MedRegAForConditionalGeneration(config)
     torch.random.set_rng_state(generator_state)
     if isinstance(codec, LocTokenCodec):
-        ordinal_init_(model, tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)]))
+        ordinal_init_(model, codec.loc_token_ids(tokenizer))
     sincos_position_init_(model.vision_tower.model)
     sharp_attention_init_(model.language_model, seed)
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id]

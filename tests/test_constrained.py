@@ -24,7 +24,7 @@ def ids(processor):
     return {
         "box": tok.convert_tokens_to_ids("<box>"),
         "end": tok.convert_tokens_to_ids("</box>"),
-        "loc": tok.convert_tokens_to_ids([codec.loc_token(k) for k in range(BINS)]),
+        "loc": codec.loc_token_ids(tok),
         "img": tok.convert_tokens_to_ids(codec.image_tags()),
         "text": tok.convert_tokens_to_ids(tok.tokenize("the left lung")),
         "ref": tok.convert_tokens_to_ids(["<ref>", "</ref>"]),
@@ -163,7 +163,7 @@ def test_tiny_model_generates_parseable_boxes_only_with_the_constraint(tiny):
 
     model, processor = tiny
     tok, codec = processor.tokenizer, processor.codec
-    bias = _RegionBias(tok.convert_tokens_to_ids("<box>"), tok.convert_tokens_to_ids("</box>"), tok.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)]))
+    bias = _RegionBias(tok.convert_tokens_to_ids("<box>"), tok.convert_tokens_to_ids("</box>"), codec.loc_token_ids(tok))
     images = [Image.new("L", (160, 120), 90), Image.new("L", (90, 200), 30)]
     counts = {}
     for constrained in (True, False):

@@ -18,7 +18,7 @@ class _RegionBias(LogitsProcessor):
     def __init__(self, processor):
         tok, codec = processor.tokenizer, processor.codec
         self.start, self.end = tok.convert_tokens_to_ids(["<box>", "</box>"])
-        self.locs = torch.tensor(tok.convert_tokens_to_ids([codec.loc_token(k) for k in range(codec.bins)]))
+        self.locs = torch.tensor(codec.loc_token_ids(tok))
 
     def __call__(self, input_ids, scores):
         scores = scores.clone()

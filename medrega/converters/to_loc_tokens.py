@@ -101,7 +101,7 @@ def to_loc_tokens(src: str | Path, dst: str | Path, *, init: str = "mean", bins:
     digit_ids = [tokenizer(s, add_special_tokens=False)["input_ids"] for s in loc_digit_strings(bins, source.scale)] if init == "digits" else None
     added = codec.add_to_tokenizer(tokenizer)
     new_ids = sorted({i for t, i in zip(added.tokens, added.ids, strict=True) if t not in old_vocab})
-    loc_ids = tokenizer.convert_tokens_to_ids([codec.loc_token(k) for k in range(bins)])
+    loc_ids = codec.loc_token_ids(tokenizer)
     others = [i for i in new_ids if i not in set(loc_ids)]
     rows = max(old_rows, len(tokenizer))
     if rows > old_rows:

@@ -84,7 +84,7 @@ class BoxConstraintLogitsProcessor(LogitsProcessor):
         if not cls.supports(codec):
             raise TypeError(f"constrained box decoding needs the loc-token codec, the processor uses {type(codec).__name__}")
         tok = processor.tokenizer
-        ids = tok.convert_tokens_to_ids([BOX_START, BOX_END, *codec.image_tags(), *(codec.loc_token(k) for k in range(codec.bins))])
+        ids = tok.convert_tokens_to_ids([BOX_START, BOX_END, *codec.image_tags(), *codec.loc_tokens()])
         if any(i is None or i == tok.unk_token_id for i in ids):
             raise ValueError("the tokenizer lacks region tokens; call MedRegAProcessor.prepare_tokenizer first")
         n_tags = codec.max_images
