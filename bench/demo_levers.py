@@ -20,6 +20,8 @@ Levers (each off by default, so the plain command is the demo at a fixed step co
 * ``--loc-regression W``: while training, add ``W`` x the L1 distance between each loc-token label's
   coordinate and the coordinate expected under the softmax over the loc tokens' logits at that position
   (an ordinal signal: a guess one bin off costs less than one across the image).
+* ``--box-head W``: the tiny preset with a box head (:mod:`medrega.models.box_head`, ``loss_weight`` ``W``):
+  the hidden state at ``<box>`` reads the image tokens and regresses the box, which the model then writes.
 * ``--stage instruction``: keep the vision tower frozen during the demo's training.
 * ``--lr``, ``--nodule-only`` (nearly every detection query asks for the nodule, no negatives).
 
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shared-image-positions", action="store_true")
     parser.add_argument("--attention-supervision", type=float, default=0.0, metavar="W")
     parser.add_argument("--loc-regression", type=float, default=0.0, metavar="W")
+    parser.add_argument("--box-head", type=float, default=0.0, metavar="W")
     parser.add_argument("--stage", default="full", choices=["full", "instruction"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--nodule-only", action="store_true")
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"vision_warmup_loss: {loss:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
     queries = {"query_weights": {"nodule": 1000}, "negative_rate": 0.0} if args.nodule_only else {}
+    if args.box_head:
+        queries["model_config"] = {"box_head": {"loss_weight": args.box_head}}
     with tempfile.TemporaryDirectory() as scratch:
         metrics = run_demo(args.out or scratch, max_steps=args.steps, seed=args.seed, stage=args.stage, lr=args.lr, prepare_model=prepare, progress=False, **queries)
     print(f"grounding_acc@0.5: {metrics['grounding_acc@0.5']}")

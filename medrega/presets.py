@@ -20,7 +20,7 @@ from importlib import resources
 
 import torch
 
-from medrega.grounding import IMAGE_TOKEN, LocTokenCodec
+from medrega.grounding import BOX_START, IMAGE_TOKEN, LocTokenCodec
 
 __all__ = ["PRESETS", "REAL_PRESETS", "RealPreset", "build", "build_from_parts", "tiny_tokenizer"]
 
@@ -100,7 +100,9 @@ def build(name: str = "tiny", seed: int = 0, **config_overrides):
             use :func:`build_from_parts`.
         seed: seeds the random weights.
         **config_overrides: passed to :func:`medrega.models.tiny_config` (e.g. ``hidden_size``,
-            ``image_size``, ``region_codec={"type": "loc", "bins": 1000}``).
+            ``image_size``, ``region_codec={"type": "loc", "bins": 1000}``); ``box_head=True`` (or a dict of
+            ``heads`` / ``loss_weight``) adds the box head (:mod:`medrega.models.box_head`) with this
+            tokenizer's ``<box>`` and loc-token ids.
     """
     from medrega.grounding import codec_from_config
     from medrega.models import MedRegAForConditionalGeneration, tiny_config
@@ -113,6 +115,12 @@ def build(name: str = "tiny", seed: int = 0, **config_overrides):
     tokenizer = tiny_tokenizer()
     codec = codec_from_config(config_overrides.pop("region_codec", None))
     added = MedRegAProcessor.prepare_tokenizer(tokenizer, codec)  # nothing new for the default codec
+    box_head = config_overrides.pop("box_head", None)
+    if box_head:
+        if not isinstance(codec, LocTokenCodec):
+            raise ValueError("box_head needs the loc-token region codec")
+        spec = {} if box_head is True else dict(box_head)
+        config_overrides["box_head"] = {**spec, "box_token_id": tokenizer.convert_tokens_to_ids(BOX_START), "loc_token_ids": codec.loc_token_ids(tokenizer)}
     config_overrides = {"patch_size": 8, "pixel_shuffle": 0.5, **config_overrides}
     config = tiny_config(
         vocab_size=len(tokenizer),

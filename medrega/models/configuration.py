@@ -27,6 +27,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from medrega.grounding import LocTokenCodec
+from medrega.models.box_head import BOX_HEAD_DEFAULTS
 from medrega.models.image_positions import IMAGE_POSITIONS
 
 __all__ = ["TimmVisionConfig", "MedRegAConfig", "PROJECTOR_DEFAULTS", "DEFAULT_TOWER_TOKENS"]
@@ -125,6 +126,10 @@ class MedRegAConfig(PreTrainedConfig):
         image_positions: ``"sequential"`` (every image token its own position, as LLaVA, InternVL and
             MedRegA's checkpoints were trained) or ``"shared"`` (all tokens of an image share one position,
             so attention reads them by content: :mod:`medrega.models.image_positions`).
+        box_head: ``None`` (no box head, the layout of released checkpoints) or ``{"box_token_id",
+            "loc_token_ids", "heads", "loss_weight"}``: a head that regresses each answer box from the hidden
+            state at ``<box>`` and the image tokens, and writes the loc tokens in generation
+            (:mod:`medrega.models.box_head`; ``heads`` 4 and ``loss_weight`` 5.0 by default). Needs the loc codec.
         tie_word_embeddings: whether ``lm_head`` shares the input embeddings; always the language model's
             ``text_config.tie_word_embeddings`` (``None``: take it; a different value raises).
     """
@@ -150,6 +155,7 @@ class MedRegAConfig(PreTrainedConfig):
     max_tiles: int = 0
     use_thumbnail: bool = True
     image_positions: str = "sequential"
+    box_head: dict | None = None
     tie_word_embeddings: bool | None = None
 
     def __post_init__(self, **kwargs):
@@ -172,6 +178,8 @@ class MedRegAConfig(PreTrainedConfig):
                 raise ValueError(f"region_token_ids outside the vocabulary of {vocab}: {outside[:5]}")
         if self.image_positions not in IMAGE_POSITIONS:
             raise ValueError(f"image_positions must be one of {IMAGE_POSITIONS}, got {self.image_positions!r}")
+        if self.box_head is not None:
+            self.box_head = self._checked_box_head(self.box_head, vocab)
         if self.max_tiles < 0:
             raise ValueError(f"max_tiles must be >= 0, got {self.max_tiles}")
         if self.image_mean is None or self.image_std is None:
@@ -196,6 +204,23 @@ class MedRegAConfig(PreTrainedConfig):
                 "the language model decides whether lm_head is tied; set it in text_config"
             )
         self.tie_word_embeddings = text_tie
+
+    def _checked_box_head(self, spec: dict, vocab: int) -> dict:
+        spec = {**BOX_HEAD_DEFAULTS, **spec}
+        unknown = set(spec) - {*BOX_HEAD_DEFAULTS, "box_token_id", "loc_token_ids"}
+        if unknown:
+            raise ValueError(f"unknown box_head keys {sorted(unknown)}; allowed: box_token_id, loc_token_ids, {', '.join(BOX_HEAD_DEFAULTS)}")
+        if self.region_codec["type"] != "loc":
+            raise ValueError("box_head needs the loc-token region codec (region_codec={'type': 'loc', ...})")
+        ids = [int(i) for i in spec.get("loc_token_ids") or ()]
+        if len(ids) != self.region_codec.get("bins", 1000):
+            raise ValueError(f"box_head.loc_token_ids must hold the {self.region_codec.get('bins', 1000)} loc tokens' ids in bin order, got {len(ids)}")
+        box = spec.get("box_token_id")
+        if not all(0 <= i < vocab for i in [*ids, box if isinstance(box, int) else -1]):
+            raise ValueError(f"box_head.box_token_id and loc_token_ids must be ids in [0, {vocab}) (the text vocabulary)")
+        if not isinstance(spec["heads"], int) or spec["heads"] < 1 or float(spec["loss_weight"]) < 0:
+            raise ValueError(f"box_head heads must be an int >= 1 and loss_weight >= 0, got {spec['heads']!r}, {spec['loss_weight']!r}")
+        return {**spec, "box_token_id": box, "loc_token_ids": ids, "loss_weight": float(spec["loss_weight"])}
 
     @staticmethod
     def _checked_projector(spec: dict | None) -> dict:

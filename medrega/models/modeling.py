@@ -24,6 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutpu
 from transformers.utils import can_return_tuple
 
 from medrega.data.collate import IGNORE_INDEX
+from medrega.models.box_head import BoxDecoding, BoxHead, answer_boxes, bin_lookup
 from medrega.models.compat import CACHE_NAME
 from medrega.models.configuration import MedRegAConfig
 from medrega.models.head_loss import linear_cross_entropy
@@ -112,7 +113,22 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
         use_lean_mlp_(self.language_model)
         self.rope_deltas: torch.Tensor | None = None  # (B,) kept by a prefill with image_positions="shared"
+        self.box_head = self._build_box_head(config)
+        self._box_decoding: BoxDecoding | None = None  # kept by a generation prefill when there is a box head
         self.post_init()
+        if self.box_head is not None:  # torch's default init (the head was measured with it), not the projector's
+            for module in self.box_head.modules():
+                if isinstance(module, nn.Linear):
+                    module.reset_parameters()
+
+    def _build_box_head(self, config: MedRegAConfig) -> BoxHead | None:
+        """The optional box head (:mod:`.box_head`) and its loc-token lookups."""
+        if config.box_head is None:
+            return None
+        spec = config.box_head
+        self.register_buffer("_loc_ids", torch.tensor(spec["loc_token_ids"]), persistent=False)
+        self.register_buffer("_bin_of", bin_lookup(spec["loc_token_ids"], config.text_config.vocab_size), persistent=False)
+        return BoxHead(config.text_config.hidden_size, heads=spec["heads"])
 
     # -- embeddings (so resize_token_embeddings and generate work on the whole model) -----------
     def get_input_embeddings(self) -> nn.Module:
@@ -295,9 +311,13 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         loss = logits = None
         if labels is not None:
             loss = self._label_loss(hidden, labels, num_items_in_batch)
+            if self.box_head is not None and features is not None and input_ids is not None:
+                loss = loss + self._box_loss(hidden, input_ids, labels, features, is_image, num_items_in_batch)
         if labels is None or (not self.training if return_logits is None else return_logits):
             keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
             logits = self.get_output_embeddings()(hidden[:, keep, :])
+        if self.box_head is not None and labels is None and not self.training:
+            self._decode_boxes(input_ids, hidden, logits, features, is_image, prefill)
         return MedRegAOutput(
             loss=loss,
             logits=logits,
@@ -321,6 +341,35 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         if isinstance(num_items_in_batch, torch.Tensor):
             num_items_in_batch = num_items_in_batch.to(total.device)
         return total / num_items_in_batch
+
+    def _image_tokens_per_row(self, features: torch.Tensor, is_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, n, H)`` each row's first image's tokens and ``(B,)`` whether the row holds exactly one image."""
+        counts = is_image.sum(dim=1) // self.config.num_image_tokens
+        first = (counts.cumsum(0) - counts).clamp(max=features.shape[0] - 1)
+        return features[first], counts == 1
+
+    def _box_loss(self, hidden, input_ids, labels, features, is_image, num_items_in_batch) -> torch.Tensor:
+        """``loss_weight`` x the mean L1 between the box head's boxes and the answers' own (fractions of
+        the image side); with ``num_items_in_batch``, weighted by this micro-batch's share of label tokens."""
+        tokens, rows_ok = self._image_tokens_per_row(features, is_image)
+        rows, cols, bins = answer_boxes(input_ids, labels.to(input_ids.device), self.config.box_head["box_token_id"], self._bin_of, rows_ok)
+        if len(rows) == 0:
+            return hidden.new_zeros(()) + 0.0 * sum(p.sum() for p in self.box_head.parameters())  # every parameter gets a gradient
+        predicted = self.box_head(hidden[rows, cols], tokens[rows].to(hidden.dtype)).float()
+        loss = self.config.box_head["loss_weight"] * (predicted - (bins.float() + 0.5) / len(self._loc_ids)).abs().mean()
+        if num_items_in_batch is not None:
+            share = (labels[:, 1:] != IGNORE_INDEX).sum() / torch.as_tensor(num_items_in_batch, device=loss.device)
+            loss = loss * share.to(loss.device)
+        return loss
+
+    def _decode_boxes(self, input_ids, hidden, logits, features, is_image, prefill: bool) -> None:
+        """Generation with a box head: a prefill keeps each row's image tokens; every step forces the
+        head's loc tokens after a ``<box>`` (:class:`.box_head.BoxDecoding`)."""
+        if prefill:
+            self._box_decoding = None if features is None else BoxDecoding(*self._image_tokens_per_row(features, is_image))
+        if self._box_decoding is None or input_ids is None or logits is None:
+            return
+        self._box_decoding.step(self.box_head, input_ids, hidden, logits, self.config.box_head["box_token_id"], self._loc_ids, self._bin_of)
 
     def prepare_inputs_for_generation(self, *args, pixel_values: torch.Tensor | None = None, **kwargs) -> dict:
         """transformers' preparation, but images also reach a prefill that transformers does not

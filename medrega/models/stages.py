@@ -4,6 +4,8 @@
 * ``instruction``: projector and language model learn, the vision tower stays frozen.
 * ``full``: everything learns.
 
+A box head (``config.box_head``), new weights like the projector's, learns in every stage.
+
 :class:`TrainingStages` gives the model these as methods. ``apply_lora`` injects LoRA adapters into
 the language model in place (``peft.inject_adapter_in_model``), freezes its base weights and keeps the
 rows of ``config.region_token_ids`` (medrega's added tokens) of the input embeddings (and of an untied
@@ -22,8 +24,8 @@ __all__ = ["STAGES", "PARTS", "part_parameters", "TrainingStages"]
 
 logger = logging.getLogger(__name__)
 
-STAGES = {"alignment": ("projector",), "instruction": ("projector", "language"), "full": ("vision", "projector", "language")}
-PARTS = {"vision": "vision_tower", "projector": "projector", "language": "language_model"}  # part -> model attribute
+STAGES = {"alignment": ("projector", "box_head"), "instruction": ("projector", "language", "box_head"), "full": ("vision", "projector", "language", "box_head")}
+PARTS = {"vision": "vision_tower", "projector": "projector", "language": "language_model", "box_head": "box_head"}  # part -> model attribute
 
 
 def part_parameters(model: nn.Module) -> Iterator[tuple[str, str, nn.Parameter]]:
@@ -33,7 +35,8 @@ def part_parameters(model: nn.Module) -> Iterator[tuple[str, str, nn.Parameter]]
         model: a :class:`~medrega.models.MedRegAForConditionalGeneration`.
     """
     for part, attr in PARTS.items():
-        for name, param in getattr(model, attr).named_parameters():
+        module = getattr(model, attr, None)  # no box head unless the config asks for one
+        for name, param in () if module is None else module.named_parameters():
             yield part, name, param
 
 

@@ -53,7 +53,7 @@ class TrainConfig:
         micro_batch_size: samples per forward pass per process.
         grad_accumulation: micro-batches per optimizer step; the loss is normalised by the number of
             label tokens across all of them (and all processes).
-        lr, lr_vision, lr_projector, lr_language: learning rates (module rates default to ``lr``).
+        lr, lr_vision, lr_projector, lr_language: learning rates (module rates default to ``lr``; a box head trains at ``lr``).
         warmup_steps: linear warmup before the cosine decay (to ``min_lr_ratio * lr``).
         max_length: token budget per sample (prose is truncated, never images or regions).
         packing: pack samples into rows of ``max_length`` tokens (no padding, no cross-sample attention;
@@ -130,6 +130,7 @@ class TrainConfig:
             "vision": self.lr if self.lr_vision is None else self.lr_vision,
             "projector": self.lr if self.lr_projector is None else self.lr_projector,
             "language": self.lr if self.lr_language is None else self.lr_language,
+            "box_head": self.lr,
         }
 
     def to_dict(self) -> dict[str, Any]:
