@@ -109,11 +109,11 @@ def test_decoding_refuses_rows_that_did_not_take_the_forced_token(model):
     state = BoxDecoding(torch.randn(1, N_TOK, 32), torch.tensor([True]))
     logits = torch.zeros(1, 1, VOCAB)
     with torch.no_grad():
-        state.step(model.box_head, torch.tensor([[BOX]]), torch.randn(1, 1, 32), logits, BOX, torch.tensor(LOCS), model._bin_of)
+        state.step(model.box_head, torch.tensor([[BOX]]), torch.randn(1, 1, 32), logits, BOX, *model._box_lookups("cpu"))
     forced = int(logits[0, -1].argmax())
     assert forced in LOCS and torch.isinf(logits[0, -1]).sum() == VOCAB - 1
     with pytest.raises(ValueError, match="beam search"):
-        state.step(model.box_head, torch.tensor([[forced + 1 if forced + 1 in LOCS else forced - 1]]), torch.randn(1, 1, 32), torch.zeros(1, 1, VOCAB), BOX, torch.tensor(LOCS), model._bin_of)
+        state.step(model.box_head, torch.tensor([[forced + 1 if forced + 1 in LOCS else forced - 1]]), torch.randn(1, 1, 32), torch.zeros(1, 1, VOCAB), BOX, *model._box_lookups("cpu"))
 
 
 def test_checkpoint_round_trip_and_every_stage_trains_the_head(tmp_path, model):
@@ -121,6 +121,9 @@ def test_checkpoint_round_trip_and_every_stage_trains_the_head(tmp_path, model):
     loaded = MedRegAForConditionalGeneration.from_pretrained(tmp_path)
     for name, tensor in model.box_head.state_dict().items():
         torch.testing.assert_close(loaded.box_head.state_dict()[name], tensor)
+    ids, options = sample(1, [BOX])[0][None], {"max_new_tokens": 5, "do_sample": False, "eos_token_id": None, "pad_token_id": 0}
+    model.eval()
+    assert torch.equal(loaded.eval().generate(input_ids=ids, pixel_values=images(1, seed=6), **options), model.generate(input_ids=ids, pixel_values=images(1, seed=6), **options))
     for stage in ("alignment", "instruction", "full"):
         loaded.set_trainable(stage)
         assert all(p.requires_grad for p in loaded.box_head.parameters())

@@ -3,8 +3,8 @@
 A language model writes a box as four loc tokens, each classified into ``bins`` classes from one hidden
 state. Trained from scratch, that loss leaves the model on a prior box per structure for hundreds of
 steps (README, "Demo": small lesions). The box head is a direct path from the image to the box: the
-hidden state at ``<box>`` queries its sample's image tokens (multi-head attention), an MLP regresses
-``(x1, y1, x2, y2)`` as fractions of the image side, trained with L1 against the answer's own loc tokens
+hidden state at ``<box>`` queries its sample's image tokens (multi-head attention), an MLP on what it read
+and on the hidden state itself (which says what is asked for) regresses ``(x1, y1, x2, y2)`` as fractions of the image side, trained with L1 against the answer's own loc tokens
 (the language model's loss on them is kept). In generation the four loc tokens after each ``<box>`` are
 the head's box, quantised by the codec (:class:`BoxDecoding`), so answers are written and parsed as
 without it. With ``ref_end_token_id`` the head also decides whether a phrase gets a box at all: at each
@@ -37,7 +37,7 @@ class BoxHead(nn.Module):
             raise ValueError(f"box head: width {width} is not divisible by heads={heads}")
         self.heads = heads
         self.query, self.key, self.value = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
-        self.out = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 5))
+        self.out = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, 5))
 
     def forward(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self._read(hidden, tokens)[:, :4])
@@ -51,7 +51,7 @@ class BoxHead(nn.Module):
         key, value = self.key(tokens).view(k, n, self.heads, -1), self.value(tokens).view(k, n, self.heads, -1)
         weights = torch.einsum("khd,knhd->khn", query, key).mul(query.shape[-1] ** -0.5).softmax(-1)
         pooled = torch.einsum("khn,knhd->khd", weights, value).reshape(k, width)
-        return self.out(pooled)
+        return self.out(torch.cat([pooled, hidden], dim=-1))
 
 
 def answer_boxes(input_ids: torch.Tensor, labels: torch.Tensor, box_token_id: int, bin_of: torch.Tensor, rows_ok: torch.Tensor):

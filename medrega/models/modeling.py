@@ -122,13 +122,19 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
                     module.reset_parameters()
 
     def _build_box_head(self, config: MedRegAConfig) -> BoxHead | None:
-        """The optional box head (:mod:`.box_head`) and its loc-token lookups."""
-        if config.box_head is None:
-            return None
-        spec = config.box_head
-        self.register_buffer("_loc_ids", torch.tensor(spec["loc_token_ids"]), persistent=False)
-        self.register_buffer("_bin_of", bin_lookup(spec["loc_token_ids"], config.text_config.vocab_size), persistent=False)
-        return BoxHead(config.text_config.hidden_size, heads=spec["heads"])
+        """The optional box head (:mod:`.box_head`)."""
+        self._box_lookup_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        return None if config.box_head is None else BoxHead(config.text_config.hidden_size, heads=config.box_head["heads"])
+
+    def _box_lookups(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loc tokens' ids in bin order and each token's bin (-1: not a loc token), on ``device``
+        (plain tensors from the config, not buffers: a model loaded on the meta device would not fill them)."""
+        vocab = self.get_input_embeddings().num_embeddings
+        cached = self._box_lookup_cache
+        if cached is None or cached[0].device != torch.device(device) or len(cached[1]) != vocab:
+            ids = self.config.box_head["loc_token_ids"]
+            cached = self._box_lookup_cache = (torch.tensor(ids, device=device), bin_lookup(ids, vocab).to(device))
+        return cached
 
     # -- embeddings (so resize_token_embeddings and generate work on the whole model) -----------
     def get_input_embeddings(self) -> nn.Module:
@@ -356,10 +362,11 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         tokens, rows_ok = self._image_tokens_per_row(features, is_image)
         tokens = tokens.to(hidden.dtype)
         loss = hidden.new_zeros((), dtype=torch.float32) + 0.0 * sum(p.sum() for p in self.box_head.parameters())  # every parameter gets a gradient
-        rows, cols, bins = answer_boxes(input_ids, labels, spec["box_token_id"], self._bin_of, rows_ok)
+        loc_ids, bin_of = self._box_lookups(input_ids.device)
+        rows, cols, bins = answer_boxes(input_ids, labels, spec["box_token_id"], bin_of, rows_ok)
         if len(rows):
             predicted = self.box_head(hidden[rows, cols], tokens[rows]).float()
-            loss = loss + spec["loss_weight"] * (predicted - (bins.float() + 0.5) / len(self._loc_ids)).abs().mean()
+            loss = loss + spec["loss_weight"] * (predicted - (bins.float() + 0.5) / len(loc_ids)).abs().mean()
         if spec["ref_end_token_id"] is not None:
             rows, cols, boxed = answer_phrases(input_ids, labels, spec["ref_end_token_id"], spec["box_token_id"], rows_ok)
             if len(rows):
@@ -378,7 +385,7 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         if self._box_decoding is None or input_ids is None or logits is None:
             return
         spec = self.config.box_head
-        self._box_decoding.step(self.box_head, input_ids, hidden, logits, spec["box_token_id"], self._loc_ids, self._bin_of, spec["ref_end_token_id"])
+        self._box_decoding.step(self.box_head, input_ids, hidden, logits, spec["box_token_id"], *self._box_lookups(input_ids.device), spec["ref_end_token_id"])
 
     def prepare_inputs_for_generation(self, *args, pixel_values: torch.Tensor | None = None, **kwargs) -> dict:
         """transformers' preparation, but images also reach a prefill that transformers does not
