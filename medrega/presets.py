@@ -20,7 +20,7 @@ from importlib import resources
 
 import torch
 
-from medrega.grounding import BOX_START, IMAGE_TOKEN, REF_END, LocTokenCodec
+from medrega.grounding import BOX_START, IMAGE_TOKEN, LocTokenCodec
 
 __all__ = ["PRESETS", "REAL_PRESETS", "RealPreset", "build", "build_from_parts", "tiny_tokenizer"]
 
@@ -120,8 +120,7 @@ def build(name: str = "tiny", seed: int = 0, **config_overrides):
         if not isinstance(codec, LocTokenCodec):
             raise ValueError("box_head needs the loc-token region codec")
         spec = {} if box_head is True else dict(box_head)
-        box, ref_end = tokenizer.convert_tokens_to_ids([BOX_START, REF_END])
-        config_overrides["box_head"] = {"ref_end_token_id": ref_end, **spec, "box_token_id": box, "loc_token_ids": codec.loc_token_ids(tokenizer)}
+        config_overrides["box_head"] = {**spec, "box_token_id": tokenizer.convert_tokens_to_ids(BOX_START), "loc_token_ids": codec.loc_token_ids(tokenizer)}
     config_overrides = {"patch_size": 8, "pixel_shuffle": 0.5, **config_overrides}
     config = tiny_config(
         vocab_size=len(tokenizer),

@@ -7,7 +7,7 @@ from medrega.models import MedRegAConfig, MedRegAForConditionalGeneration, tiny_
 from medrega.models.box_head import BoxDecoding, quantise
 from medrega.training.optim import param_groups
 
-VOCAB, IMG, N_TOK, BOX, END, REF, REF_END, BINS = 300, 299, 4, 230, 231, 232, 233, 50
+VOCAB, IMG, N_TOK, BOX, END, BINS = 300, 299, 4, 230, 231, 50
 LOCS = list(range(240, 240 + BINS))
 CODEC = {"type": "loc", "bins": BINS}
 
@@ -52,7 +52,7 @@ def test_config_checks_and_round_trips(tmp_path):
         config(box_token_id=VOCAB)
     cfg = config(heads=2)
     cfg.save_pretrained(tmp_path)
-    expected = {"heads": 2, "loss_weight": 5.0, "presence_weight": 1.0, "ref_end_token_id": None, "box_token_id": BOX, "loc_token_ids": LOCS}
+    expected = {"heads": 2, "loss_weight": 5.0, "box_token_id": BOX, "loc_token_ids": LOCS}
     assert MedRegAConfig.from_pretrained(tmp_path).box_head == expected
     assert tiny_config(VOCAB, IMG).box_head is None
 
@@ -129,53 +129,3 @@ def test_checkpoint_round_trip_and_every_stage_trains_the_head(tmp_path, model):
         assert all(p.requires_grad for p in loaded.box_head.parameters())
     groups = param_groups(loaded, {"vision": 1e-3, "projector": 1e-3, "language": 1e-3, "box_head": 2e-3})
     assert [g["lr"] for g in groups if g["name"].startswith("box_head")] == [2e-3]
-
-
-@pytest.fixture(scope="module")
-def presence_model():
-    torch.manual_seed(1)
-    return MedRegAForConditionalGeneration(config(ref_end_token_id=REF_END, loss_weight=0.0, presence_weight=2.0))
-
-
-def recorded_presence(model):
-    """Wrap ``box_head.presence`` so that its logits are kept."""
-    calls, presence = [], model.box_head.presence
-
-    def record(*args):
-        calls.append(presence(*args))
-        return calls[-1]
-
-    model.box_head.presence = record
-    return calls
-
-
-def test_presence_loss_is_the_weighted_bce_of_box_after_ref_end(presence_model):
-    found, _ = sample(1, [REF, 5, REF_END, BOX, *LOCS[:4], END])
-    absent, _ = sample(1, [REF, 5, REF_END, 20, 21, 22, 23, 24, END])  # "<ref>x</ref>: not found"
-    ids = torch.stack([found, absent])
-    labels = ids.clone()
-    labels[:, :9] = -100
-    presence_model.train()
-    calls = recorded_presence(presence_model)
-    try:
-        loss = presence_model(input_ids=ids, pixel_values=images(2, seed=4), labels=labels).loss
-        presence_model.config.box_head["presence_weight"] = 0.0
-        language_only = presence_model(input_ids=ids, pixel_values=images(2, seed=4), labels=labels).loss
-    finally:
-        presence_model.config.box_head["presence_weight"] = 2.0
-        del presence_model.box_head.presence
-    expected = 2.0 * torch.nn.functional.binary_cross_entropy_with_logits(calls[0], torch.tensor([1.0, 0.0]))
-    torch.testing.assert_close(loss - language_only, expected)
-
-
-def test_after_ref_end_box_takes_the_heads_probability(presence_model):
-    presence_model.eval()
-    ids, _ = sample(1, [REF, 5, REF_END])
-    calls = recorded_presence(presence_model)
-    try:
-        out = presence_model.generate(input_ids=ids[None], pixel_values=images(1, seed=5), max_new_tokens=1, do_sample=False, eos_token_id=None, pad_token_id=0, output_logits=True, return_dict_in_generate=True)
-    finally:
-        del presence_model.box_head.presence
-    probabilities = out.logits[0][0].softmax(-1)
-    torch.testing.assert_close(probabilities[BOX], torch.sigmoid(calls[0][0]))
-    torch.testing.assert_close(probabilities.sum(), torch.tensor(1.0))

@@ -4,13 +4,10 @@ A language model writes a box as four loc tokens, each classified into ``bins`` 
 state. Trained from scratch, that loss leaves the model on a prior box per structure for hundreds of
 steps (README, "Demo": small lesions). The box head is a direct path from the image to the box: the
 hidden state at ``<box>`` queries its sample's image tokens (multi-head attention), an MLP on what it read
-and on the hidden state itself (which says what is asked for) regresses ``(x1, y1, x2, y2)`` as fractions of the image side, trained with L1 against the answer's own loc tokens
+regresses ``(x1, y1, x2, y2)`` as fractions of the image side, trained with L1 against the answer's own loc tokens
 (the language model's loss on them is kept). In generation the four loc tokens after each ``<box>`` are
 the head's box, quantised by the codec (:class:`BoxDecoding`), so answers are written and parsed as
-without it. With ``ref_end_token_id`` the head also decides whether a phrase gets a box at all: at each
-``</ref>`` it reads the image and gives the probability that ``<box>`` follows (trained with binary
-cross-entropy on the answers; an absent structure's answer is ``<ref>phrase</ref>: not found``), which
-replaces the language model's own probability of ``<box>`` there. It serves samples with exactly one image (multi-image boxes begin with an ``<img_k>`` tag and
+without it. It serves samples with exactly one image (multi-image boxes begin with an ``<img_k>`` tag and
 stay with the language model).
 
 Off by default (``MedRegAConfig.box_head = None``): the released MedRegA, LLaVA and InternVL layouts have
@@ -22,14 +19,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["BoxHead", "BoxDecoding", "answer_boxes", "answer_phrases", "bin_lookup", "quantise", "BOX_HEAD_DEFAULTS"]
+__all__ = ["BoxHead", "BoxDecoding", "answer_boxes", "bin_lookup", "quantise", "BOX_HEAD_DEFAULTS"]
 
-BOX_HEAD_DEFAULTS = {"heads": 4, "loss_weight": 5.0, "presence_weight": 1.0, "ref_end_token_id": None}
+BOX_HEAD_DEFAULTS = {"heads": 4, "loss_weight": 5.0}
 
 
 class BoxHead(nn.Module):
-    """``(K, width)`` query hidden states and ``(K, n, width)`` image tokens -> ``(K, 4)`` boxes in [0, 1]
-    (``forward``) or ``(K,)`` logits that a box follows (:meth:`presence`)."""
+    """``(K, width)`` query hidden states and ``(K, n, width)`` image tokens -> ``(K, 4)`` boxes in [0, 1]."""
 
     def __init__(self, width: int, heads: int = 4):
         super().__init__()
@@ -37,21 +33,15 @@ class BoxHead(nn.Module):
             raise ValueError(f"box head: width {width} is not divisible by heads={heads}")
         self.heads = heads
         self.query, self.key, self.value = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
-        self.out = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, 5))
+        self.out = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 4))
 
     def forward(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self._read(hidden, tokens)[:, :4])
-
-    def presence(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self._read(hidden, tokens)[:, 4]
-
-    def _read(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         k, n, width = tokens.shape
         query = self.query(hidden).view(k, self.heads, -1)
         key, value = self.key(tokens).view(k, n, self.heads, -1), self.value(tokens).view(k, n, self.heads, -1)
         weights = torch.einsum("khd,knhd->khn", query, key).mul(query.shape[-1] ** -0.5).softmax(-1)
         pooled = torch.einsum("khn,knhd->khd", weights, value).reshape(k, width)
-        return self.out(torch.cat([pooled, hidden], dim=-1))
+        return torch.sigmoid(self.out(pooled))  # the hidden state only steers the attention: a box must come from the image
 
 
 def answer_boxes(input_ids: torch.Tensor, labels: torch.Tensor, box_token_id: int, bin_of: torch.Tensor, rows_ok: torch.Tensor):
@@ -73,14 +63,6 @@ def answer_boxes(input_ids: torch.Tensor, labels: torch.Tensor, box_token_id: in
     bins = bin_of.to(labels.device)[following.clamp(min=0)].masked_fill(following < 0, -1)
     keep = (bins >= 0).all(-1)
     return rows[keep], cols[keep], bins[keep]
-
-
-def answer_phrases(input_ids: torch.Tensor, labels: torch.Tensor, ref_end_token_id: int, box_token_id: int, rows_ok: torch.Tensor):
-    """The labelled ``</ref>`` positions whose next token is labelled, and whether that token is ``<box>``:
-    ``(rows, cols, boxed)``."""
-    closing = (input_ids[:, :-1] == ref_end_token_id) & (labels[:, :-1] == ref_end_token_id) & (labels[:, 1:] >= 0) & rows_ok[:, None]
-    rows, cols = closing.nonzero(as_tuple=True)
-    return rows, cols, labels[rows, cols + 1] == box_token_id
 
 
 def bin_lookup(loc_token_ids: list[int], vocab_size: int) -> torch.Tensor:
@@ -109,12 +91,10 @@ class BoxDecoding:
         self.left = torch.zeros(batch, dtype=torch.long, device=tokens.device)
         self.expected = torch.full((batch,), -1, dtype=torch.long, device=tokens.device)
 
-    def step(self, head: BoxHead, input_ids: torch.Tensor, hidden: torch.Tensor, logits: torch.Tensor, box_token_id: int, loc_ids: torch.Tensor, bin_of: torch.Tensor, ref_end_token_id: int | None = None) -> None:
+    def step(self, head: BoxHead, input_ids: torch.Tensor, hidden: torch.Tensor, logits: torch.Tensor, box_token_id: int, loc_ids: torch.Tensor, bin_of: torch.Tensor) -> None:
         """Check the last forced tokens, start a box where a row's input holds a ``<box>`` followed by
         fewer than four loc tokens (a decoding step sees one token, a prefill the whole row) and force the
-        next loc token of every open box into ``logits[:, -1]`` (in place). Where the input is ``</ref>``
-        (and ``ref_end_token_id`` is given), ``<box>`` gets the head's probability and the other tokens
-        share the rest as the language model weighs them."""
+        next loc token of every open box into ``logits[:, -1]`` (in place)."""
         if input_ids.shape[0] != self.tokens.shape[0]:
             raise ValueError(f"box head decoding: the batch has {input_ids.shape[0]} rows, its prefill had {self.tokens.shape[0]}")
         last = input_ids[:, -1]
@@ -130,14 +110,6 @@ class BoxDecoding:
                 self.pending[opened] = loc_ids[quantise(boxes.float(), len(loc_ids))]
                 self.left[opened] = 4 - written
             coordinates_since += (coordinates_since == written) & (bin_of[input_ids[:, column]] >= 0)
-        if ref_end_token_id is not None:
-            closed = (last == ref_end_token_id) & self.rows_ok & ~forced_before
-            if bool(closed.any()):
-                present = head.presence(hidden[closed, -1].to(self.tokens.dtype), self.tokens[closed]).float()
-                others = logits[closed, -1].float().index_fill(-1, torch.tensor([box_token_id], device=logits.device), float("-inf")).log_softmax(-1)
-                row_logits = others + torch.nn.functional.logsigmoid(-present)[:, None]
-                row_logits[:, box_token_id] = torch.nn.functional.logsigmoid(present)
-                logits[closed, -1] = row_logits.to(logits.dtype)
         active = self.left > 0
         self.expected = torch.full_like(self.expected, -1)
         if bool(active.any()):

@@ -127,10 +127,9 @@ class MedRegAConfig(PreTrainedConfig):
             MedRegA's checkpoints were trained) or ``"shared"`` (all tokens of an image share one position,
             so attention reads them by content: :mod:`medrega.models.image_positions`).
         box_head: ``None`` (no box head, the layout of released checkpoints) or ``{"box_token_id",
-            "loc_token_ids", "ref_end_token_id", "heads", "loss_weight", "presence_weight"}``: a head that
-            regresses each answer box from the hidden state at ``<box>`` and the image tokens and writes the
-            loc tokens in generation; with ``ref_end_token_id`` it also decides whether ``<box>`` follows
-            ``</ref>`` (:mod:`medrega.models.box_head`; defaults: 4 heads, weights 5.0 and 1.0). Needs the loc codec.
+            "loc_token_ids", "heads", "loss_weight"}``: a head that regresses each answer box from the hidden
+            state at ``<box>`` and the image tokens and writes the loc tokens in generation
+            (:mod:`medrega.models.box_head`; defaults: 4 heads, loss weight 5.0). Needs the loc codec.
         tie_word_embeddings: whether ``lm_head`` shares the input embeddings; always the language model's
             ``text_config.tie_word_embeddings`` (``None``: take it; a different value raises).
     """
@@ -216,13 +215,12 @@ class MedRegAConfig(PreTrainedConfig):
         ids = [int(i) for i in spec.get("loc_token_ids") or ()]
         if len(ids) != self.region_codec.get("bins", 1000):
             raise ValueError(f"box_head.loc_token_ids must hold the {self.region_codec.get('bins', 1000)} loc tokens' ids in bin order, got {len(ids)}")
-        box, ref_end = spec.get("box_token_id"), spec["ref_end_token_id"]
-        named = [box, *([] if ref_end is None else [ref_end])]
-        if not all(isinstance(i, int) and 0 <= i < vocab for i in [*ids, *named]):
-            raise ValueError(f"box_head.box_token_id, ref_end_token_id and loc_token_ids must be ids in [0, {vocab}) (the text vocabulary)")
-        if not isinstance(spec["heads"], int) or spec["heads"] < 1 or min(float(spec["loss_weight"]), float(spec["presence_weight"])) < 0:
-            raise ValueError(f"box_head heads must be an int >= 1 and loss weights >= 0, got {spec['heads']!r}, {spec['loss_weight']!r}, {spec['presence_weight']!r}")
-        return {**spec, "loc_token_ids": ids, "loss_weight": float(spec["loss_weight"]), "presence_weight": float(spec["presence_weight"])}
+        box = spec.get("box_token_id")
+        if not all(isinstance(i, int) and 0 <= i < vocab for i in [*ids, box]):
+            raise ValueError(f"box_head.box_token_id and loc_token_ids must be ids in [0, {vocab}) (the text vocabulary)")
+        if not isinstance(spec["heads"], int) or spec["heads"] < 1 or float(spec["loss_weight"]) < 0:
+            raise ValueError(f"box_head heads must be an int >= 1 and loss_weight >= 0, got {spec['heads']!r}, {spec['loss_weight']!r}")
+        return {**spec, "loc_token_ids": ids, "loss_weight": float(spec["loss_weight"])}
 
     @staticmethod
     def _checked_projector(spec: dict | None) -> dict:

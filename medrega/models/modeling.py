@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutpu
 from transformers.utils import can_return_tuple
 
 from medrega.data.collate import IGNORE_INDEX
-from medrega.models.box_head import BoxDecoding, BoxHead, answer_boxes, answer_phrases, bin_lookup
+from medrega.models.box_head import BoxDecoding, BoxHead, answer_boxes, bin_lookup
 from medrega.models.compat import CACHE_NAME
 from medrega.models.configuration import MedRegAConfig
 from medrega.models.head_loss import linear_cross_entropy
@@ -356,8 +356,7 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
 
     def _box_loss(self, hidden, input_ids, labels, features, is_image, num_items_in_batch) -> torch.Tensor:
         """``loss_weight`` x the mean L1 between the box head's boxes and the answers' own (fractions of
-        the image side), plus ``presence_weight`` x the binary cross-entropy of whether ``<box>`` follows each
-        ``</ref>``; with ``num_items_in_batch``, weighted by this micro-batch's share of label tokens."""
+        the image side); with ``num_items_in_batch``, weighted by this micro-batch's share of label tokens."""
         spec, labels = self.config.box_head, labels.to(input_ids.device)
         tokens, rows_ok = self._image_tokens_per_row(features, is_image)
         tokens = tokens.to(hidden.dtype)
@@ -367,11 +366,6 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         if len(rows):
             predicted = self.box_head(hidden[rows, cols], tokens[rows]).float()
             loss = loss + spec["loss_weight"] * (predicted - (bins.float() + 0.5) / len(loc_ids)).abs().mean()
-        if spec["ref_end_token_id"] is not None:
-            rows, cols, boxed = answer_phrases(input_ids, labels, spec["ref_end_token_id"], spec["box_token_id"], rows_ok)
-            if len(rows):
-                present = self.box_head.presence(hidden[rows, cols], tokens[rows]).float()
-                loss = loss + spec["presence_weight"] * F.binary_cross_entropy_with_logits(present, boxed.float())
         if num_items_in_batch is not None:
             share = (labels[:, 1:] != IGNORE_INDEX).sum() / torch.as_tensor(num_items_in_batch, device=loss.device)
             loss = loss * share.to(loss.device)
@@ -384,8 +378,7 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
             self._box_decoding = None if features is None else BoxDecoding(*self._image_tokens_per_row(features, is_image))
         if self._box_decoding is None or input_ids is None or logits is None:
             return
-        spec = self.config.box_head
-        self._box_decoding.step(self.box_head, input_ids, hidden, logits, spec["box_token_id"], *self._box_lookups(input_ids.device), spec["ref_end_token_id"])
+        self._box_decoding.step(self.box_head, input_ids, hidden, logits, self.config.box_head["box_token_id"], *self._box_lookups(input_ids.device))
 
     def prepare_inputs_for_generation(self, *args, pixel_values: torch.Tensor | None = None, **kwargs) -> dict:
         """transformers' preparation, but images also reach a prefill that transformers does not
