@@ -129,3 +129,14 @@ def test_checkpoint_round_trip_and_every_stage_trains_the_head(tmp_path, model):
         assert all(p.requires_grad for p in loaded.box_head.parameters())
     groups = param_groups(loaded, {"vision": 1e-3, "projector": 1e-3, "language": 1e-3, "box_head": 2e-3})
     assert [g["lr"] for g in groups if g["name"].startswith("box_head")] == [2e-3]
+
+
+def test_the_head_leaves_the_other_parts_init_as_it_was():
+    from medrega import presets
+
+    plain, _ = presets.build("tiny", seed=0)
+    with_head, processor = presets.build("tiny", seed=0, box_head={"loss_weight": 2.0})
+    assert with_head.config.box_head["loc_token_ids"] == processor.codec.loc_token_ids(processor.tokenizer)
+    assert with_head.config.box_head["loss_weight"] == 2.0
+    heads = with_head.state_dict()
+    assert all(torch.equal(tensor, heads[name]) for name, tensor in plain.state_dict().items())

@@ -113,18 +113,12 @@ class MedRegAForConditionalGeneration(MedRegAPreTrainedModel, GenerationMixin, T
         self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
         use_lean_mlp_(self.language_model)
         self.rope_deltas: torch.Tensor | None = None  # (B,) kept by a prefill with image_positions="shared"
-        self.box_head = self._build_box_head(config)
         self._box_decoding: BoxDecoding | None = None  # kept by a generation prefill when there is a box head
-        self.post_init()
-        if self.box_head is not None:  # torch's default init (the head was measured with it), not the projector's
-            for module in self.box_head.modules():
-                if isinstance(module, nn.Linear):
-                    module.reset_parameters()
-
-    def _build_box_head(self, config: MedRegAConfig) -> BoxHead | None:
-        """The optional box head (:mod:`.box_head`)."""
         self._box_lookup_cache: tuple[torch.Tensor, torch.Tensor] | None = None
-        return None if config.box_head is None else BoxHead(config.text_config.hidden_size, heads=config.box_head["heads"])
+        self.post_init()
+        # built after the other parts' init, so that adding it leaves their random init as it was; torch's
+        # default init (the head was measured with it)
+        self.box_head = None if config.box_head is None else BoxHead(config.text_config.hidden_size, heads=config.box_head["heads"])
 
     def _box_lookups(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The loc tokens' ids in bin order and each token's bin (-1: not a loc token), on ``device``
