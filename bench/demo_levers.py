@@ -23,7 +23,8 @@ Levers (each off by default, so the plain command is the demo at a fixed step co
 * ``--box-head W``: the tiny preset with a box head (:mod:`medrega.models.box_head`, ``loss_weight`` ``W``):
   the hidden state at ``<box>`` reads the image tokens and regresses the box, which the model then writes.
 * ``--stage instruction``: keep the vision tower frozen during the demo's training.
-* ``--lr``, ``--nodule-only`` (nearly every detection query asks for the nodule, no negatives).
+* ``--lr``, ``--nodule-only`` (nearly every detection query asks for the nodule, no negatives),
+  ``--small-weight K`` (nodules and liver lesions asked ``K`` times as often as each other structure).
 
     python bench/demo_levers.py --steps 400 --vision-warmup 300 --stage instruction --nodule-only
 """
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", default="full", choices=["full", "instruction"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--nodule-only", action="store_true")
+    parser.add_argument("--small-weight", type=float, default=None, metavar="K", help="ask for nodules and liver lesions K times as often")
     parser.add_argument("--out", default=None, help="output directory (default: a temporary one)")
     args = parser.parse_args(argv)
 
@@ -187,7 +189,11 @@ def main(argv: list[str] | None = None) -> None:
             loss = warm_up_vision(model, processor, args.vision_warmup)
             print(f"vision_warmup_loss: {loss:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
+    if args.nodule_only and args.small_weight:
+        parser.error("--small-weight and --nodule-only both set the query weights")
     queries = {"query_weights": {"nodule": 1000}, "negative_rate": 0.0} if args.nodule_only else {}
+    if args.small_weight:
+        queries["query_weights"] = {"nodule": args.small_weight, "lesion": args.small_weight}
     if args.box_head:
         queries["model_config"] = {"box_head": {"loss_weight": args.box_head}}
     with tempfile.TemporaryDirectory() as scratch:

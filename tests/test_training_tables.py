@@ -14,12 +14,14 @@ def test_stages_are_one_table():
 
 def test_param_groups_follow_the_parts_table_not_parameter_names():
     torch.manual_seed(0)
-    model = MedRegAForConditionalGeneration(tiny_config(300, 299, hidden_size=32, num_layers=1, vision_width=32, vision_layers=1, image_size=32))
+    box_head = {"box_token_id": 200, "loc_token_ids": list(range(210, 220))}  # every part present
+    config = tiny_config(300, 299, hidden_size=32, num_layers=1, vision_width=32, vision_layers=1, image_size=32, region_codec={"type": "loc", "bins": 10}, box_head=box_head)
+    model = MedRegAForConditionalGeneration(config)
     model.language_model.model.vision_projector = torch.nn.Linear(4, 4)  # a language-model layer whose name says otherwise
-    lrs = {"vision": 1.0, "projector": 2.0, "language": 3.0}
+    lrs = {"vision": 1.0, "projector": 2.0, "language": 3.0, "box_head": 4.0}
     groups = param_groups(model, lrs, weight_decay=0.1)
     for part, attr in PARTS.items():
-        of_part = [g for g in groups if g["name"].split("_")[0] == part]
+        of_part = [g for g in groups if g["name"] in (part, f"{part}_no_decay")]
         assert {id(p) for g in of_part for p in g["params"]} == {id(p) for p in getattr(model, attr).parameters()}, part
         assert {g["lr"] for g in of_part} == {lrs[part]}
 
