@@ -49,6 +49,7 @@ from vision_probe import PHANTOM_SIDE, AttentionReadout, loc_token_ids  # noqa: 
 from medrega.data.phantoms import VOCAB, make_phantom  # noqa: E402
 from medrega.demo import run_demo  # noqa: E402
 from medrega.grounding import BOX_START, IMAGE_TOKEN  # noqa: E402
+from medrega.models.box_head import bin_lookup  # noqa: E402
 from medrega.models.image_positions import sequential_positions, shared_image_positions  # noqa: E402
 
 WARMUP_SEEDS = range(500_000, 502_000)  # the demo draws 32-bit phantom seeds: a shared one has p < 0.002
@@ -82,9 +83,7 @@ def warm_up_vision(model, processor, steps: int, batch_size: int = 32) -> float:
 
 def bin_of_token(processor) -> torch.Tensor:
     """``(vocab,)``: each loc token's bin, -1 for every other token."""
-    bin_of = torch.full((len(processor.tokenizer),), -1)
-    bin_of[loc_token_ids(processor)] = torch.arange(processor.codec.bins)
-    return bin_of
+    return bin_lookup(processor.codec.loc_token_ids(processor.tokenizer), len(processor.tokenizer))
 
 
 def supervise_box_attention(model, processor, weight: float) -> None:
